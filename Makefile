@@ -1,0 +1,57 @@
+# mlops-operator — developer entry points. Everything installs into .venv at the repo root.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install binaries crds crds-check lint test test-unit test-integration demo demo-down bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# the project, editable, with every extra
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[runtime,dev,dvc]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# etcd, kube-apiserver, kube-controller-manager, kubectl: found, or built once from the Go
+# module proxy into ~/.cache/mlops-operator/k8s/<version>/
+binaries: install
+	$(BIN)/mlops-operator local build
+
+crds: install
+	$(BIN)/python -m mlops_operator.crdgen crds/
+
+crds-check: install
+	$(BIN)/python -m mlops_operator.crdgen --check crds/
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m mlops_operator.crdgen --check crds/
+
+# the whole suite: unit, integration (real control plane + MLflow), e2e
+test: install binaries
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install binaries
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+# the local stack plus the demo loop (see README)
+demo: install binaries
+	$(BIN)/python hack/demo.py
+
+demo-down:
+	$(BIN)/mlops-operator local down
+
+bench: install
+	$(BIN)/python bench/serving/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

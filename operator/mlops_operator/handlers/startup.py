@@ -1,0 +1,45 @@
+"""The one startup handler: kopf settings, our settings, the metrics endpoint."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from .. import GROUP
+from ..metrics import serve_metrics
+from ..settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Configure kopf once: own prefixes, watch timeouts, backoffs; start /metrics."""
+    cfg = get_settings()
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = cfg.watch_timeout_seconds
+    settings.watching.client_timeout = cfg.watch_timeout_seconds + 30
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = cfg.client_timeout_seconds
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60, 120]
+    settings.posting.level = logging.INFO
+    settings.peering.standalone = cfg.peering is None
+    if cfg.peering:
+        settings.peering.name = cfg.peering
+        settings.peering.mandatory = True
+    memo.settings = cfg
+    if cfg.metrics_port:
+        try:
+            serve_metrics(cfg.metrics_port, cfg.metrics_host)
+        except OSError as exc:
+            raise kopf.PermanentError(
+                f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc}"
+            ) from exc
+    log.info("mlops-operator configured: mlflow=%s namespaces=%s", cfg.mlflow_tracking_uri,
+             cfg.namespaces or "all")

@@ -1,0 +1,159 @@
+"""Managed child processes of the local stack.
+
+Every component (etcd, kube-apiserver, MLflow, Prometheus, ...) runs as a child process in its
+own process group, with its output in a log file, and is asked to die with its parent
+(``PR_SET_PDEATHSIG``) so a crashed test run or a killed supervisor never leaves processes behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+class LocalStackError(RuntimeError):
+    """Something in the local stack could not be provided or started; the message says what."""
+
+
+class ComponentExited(LocalStackError):
+    """A component exited while we were waiting for it to become healthy."""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_port_free(port: int, host: str = "127.0.0.1", what: str = "component") -> None:
+    """Raise a clear error when ``port`` is already taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise LocalStackError(
+                f"port {host}:{port} for {what} is busy ({exc.strerror}); "
+                "stop whatever listens there or choose another port"
+            ) from exc
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file (empty when it does not exist)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+@dataclass
+class ManagedProcess:
+    """One child process with a log file."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    die_with_parent: bool = True
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        try:
+            self.proc = subprocess.Popen(
+                list(self.argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
+            )
+        except FileNotFoundError as exc:
+            raise LocalStackError(f"{self.name}: cannot execute {self.argv[0]}: {exc}") from exc
+        finally:
+            log.close()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_running(self) -> None:
+        """Raise :class:`ComponentExited` with the last log lines when the process is gone."""
+        if self.proc is None:
+            raise ComponentExited(f"{self.name} was never started")
+        code = self.proc.poll()
+        if code is not None:
+            raise ComponentExited(
+                f"{self.name} exited early with code {code}; last lines of {self.log_path}:\n"
+                + tail(self.log_path)
+            )
+
+    def wait_until(
+        self, check: Callable[[], bool], timeout: float, what: str = "healthy", interval: float = 0.2
+    ) -> None:
+        """Poll ``check`` until it is true; fail fast when the process dies, clearly on timeout."""
+        deadline = time.monotonic() + timeout
+        last_exc: Exception | None = None
+        while time.monotonic() < deadline:
+            self.check_running()
+            try:
+                if check():
+                    return
+            except Exception as exc:  # noqa: BLE001 - a probe failing is "not yet"
+                last_exc = exc
+            time.sleep(interval)
+        self.check_running()
+        raise LocalStackError(
+            f"{self.name} did not become {what} within {timeout:.0f}s"
+            + (f" (last probe error: {last_exc})" if last_exc else "")
+            + f"; last lines of {self.log_path}:\n{tail(self.log_path)}"
+        )
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL after ``grace`` seconds."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        # children that outlived the leader in the same group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)

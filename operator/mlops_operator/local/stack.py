@@ -1,0 +1,213 @@
+"""The local stack behind ``mlops-operator local up|down|status``.
+
+One supervisor process owns every component (control plane, node stand-in, MLflow, the
+operator) as children that die with it; ``up`` starts the supervisor detached and waits until
+``state.json`` says ready; ``down`` signals it and waits until everything is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .binaries import ensure_binaries
+from .cluster import Cluster
+from .controlplane import ControlPlane
+from .mlflow_server import MlflowServer
+from .procs import LocalStackError, ManagedProcess, free_port, tail
+
+def default_state_dir() -> Path:
+    env = os.environ.get("MLOPS_LOCAL_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "mlops-operator" / "local"
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((state_dir / "state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class LocalStack:
+    """Everything the demo and the e2e tests need, on loopback."""
+
+    state_dir: Path
+    with_node: bool = True
+    with_mlflow: bool = True
+    with_operator: bool = True
+    control_plane: ControlPlane | None = field(default=None, init=False)
+    mlflow: MlflowServer | None = field(default=None, init=False)
+    node: Any = field(default=None, init=False)
+    operator: ManagedProcess | None = field(default=None, init=False)
+    state: dict[str, Any] = field(default_factory=dict, init=False)
+
+    def start(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _write_state(self) -> None:
+        tmp = self.state_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(self.state_dir / "state.json")
+
+    def _start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        binaries = ensure_binaries()
+        self.state = {"pid": os.getpid(), "ready": False, "components": {}}
+        self._write_state()
+        self.control_plane = ControlPlane(self.state_dir / "controlplane", binaries=binaries)
+        self.control_plane.start()
+        kubectl = str(binaries.kubectl) if binaries.kubectl else (shutil.which("kubectl") or "")
+        cluster = Cluster(self.control_plane.kubeconfig, kubectl_path=kubectl, kind="local")
+        self.state.update(
+            kubeconfig=str(self.control_plane.kubeconfig),
+            server=self.control_plane.server,
+            serverVersion=binaries.server_version(),
+            kubectl=kubectl,
+        )
+        self.state["components"]["control-plane"] = self.control_plane.server
+        from ..crdgen import write_crds  # the CRDs of this very code, not a stale copy
+
+        cluster.apply_crds(sorted(write_crds(self.state_dir / "crds")))
+        if self.with_mlflow:
+            self.mlflow = MlflowServer(self.state_dir / "mlflow").start()
+            self.state["mlflowTrackingUri"] = self.mlflow.tracking_uri
+            self.state["components"]["mlflow"] = self.mlflow.tracking_uri
+        if self.with_node:
+            from .node import NodeStandIn
+
+            self.node = NodeStandIn(self.control_plane.kubeconfig, workdir=self.state_dir / "node")
+            self.node.start()
+            self.state["components"]["node"] = str(self.state_dir / "node")
+        if self.with_operator:
+            metrics_port = free_port()
+            env = cluster.env
+            env.update(
+                MLOPS_METRICS_PORT=str(metrics_port),
+                MLOPS_METRICS_HOST="127.0.0.1",
+                MLOPS_ALERT_RECEIVER_PORT=str(free_port()),
+            )
+            if self.mlflow:
+                env["MLOPS_MLFLOW_TRACKING_URI"] = self.mlflow.tracking_uri
+            self.operator = ManagedProcess(
+                "operator",
+                [sys.executable, "-m", "mlops_operator.cli", "run", "--all-namespaces"],
+                self.state_dir / "operator.log",
+                env=env,
+            ).start()
+            self.operator.wait_until(lambda: True, timeout=1)
+            self.state["components"]["operator"] = f"metrics http://127.0.0.1:{metrics_port}/metrics"
+        self.state["ready"] = True
+        self._write_state()
+
+    def check(self) -> None:
+        if self.control_plane:
+            self.control_plane.check()
+        for proc in (self.mlflow.process if self.mlflow else None, self.operator):
+            if proc:
+                proc.check_running()
+
+    def stop(self) -> None:
+        if self.operator:
+            self.operator.stop()
+        if self.node:
+            with contextlib.suppress(Exception):
+                self.node.stop()
+        if self.mlflow:
+            self.mlflow.stop()
+        if self.control_plane:
+            self.control_plane.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / "state.json").unlink()
+
+    def run_forever(self) -> None:
+        """Supervise until SIGTERM/SIGINT; stop everything on the way out."""
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: stop.set())
+        try:
+            self.start()
+            while not stop.wait(2.0):
+                self.check()
+        finally:
+            self.stop()
+
+
+def up_detached(state_dir: Path, extra_args: list[str], timeout: float = 600) -> dict[str, Any]:
+    """Start the supervisor in the background and wait until it reports ready."""
+    state = read_state(state_dir)
+    if state and _alive(int(state.get("pid", 0))):
+        raise LocalStackError(
+            f"a local stack is already running (pid {state['pid']}, {state_dir}); "
+            "`mlops-operator local down` first"
+        )
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True)
+    log_path = state_dir / "supervisor.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlops_operator.cli", "local", "up", "--foreground",
+             "--state-dir", str(state_dir), *extra_args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LocalStackError(
+                f"the local stack failed to start (exit {proc.returncode}); last lines of "
+                f"{log_path}:\n{tail(log_path, 30)}"
+            )
+        state = read_state(state_dir)
+        if state and state.get("ready"):
+            return state
+        time.sleep(0.5)
+    raise LocalStackError(f"the local stack was not ready after {timeout:.0f}s; see {log_path}")
+
+
+def down(state_dir: Path, timeout: float = 60) -> bool:
+    """Stop a running stack; True when one was running."""
+    state = read_state(state_dir)
+    if not state:
+        return False
+    pid = int(state.get("pid", 0))
+    if not pid or not _alive(pid):
+        (state_dir / "state.json").unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,32 @@
+"""Run the operator: ``mlops-operator run`` (the same as ``kopf run -m mlops_operator.handlers``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import kopf
+
+from .settings import get_settings
+
+
+def run(namespaces: list[str] | None = None, verbose: bool = False, liveness: str | None = None) -> None:
+    """Import the handlers and run kopf until interrupted."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.PLAIN)
+    cfg = get_settings()
+    ns = namespaces if namespaces else cfg.namespaces
+    from . import handlers  # noqa: F401 - registers handlers
+
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not ns,
+            namespaces=ns or None,
+            standalone=cfg.peering is None,
+            peering_name=cfg.peering,
+            liveness_endpoint=liveness,
+        )
+    )

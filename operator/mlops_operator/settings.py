@@ -1,0 +1,71 @@
+"""Operator configuration: environment variables with the ``MLOPS_`` prefix (pydantic settings).
+
+Read once, in the kopf startup handler or the CLI — never at import time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Everything an operator deployment can tune."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    mlflow_tracking_uri: str = Field(
+        "http://127.0.0.1:5000",
+        description="MLflow tracking server (and Model Registry) the operator talks to",
+    )
+    mlflow_tracking_uri_for_pods: str | None = Field(
+        None,
+        description="MLflow URI that training/serving pods use, when it differs from the "
+        "operator's (e.g. an in-cluster Service name); defaults to mlflow_tracking_uri",
+    )
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="namespaces to watch (comma-separated); empty = cluster-wide",
+    )
+    default_training_image: str = Field(
+        "ghcr.io/mlops-operator/runtime:0.1.0",
+        description="image of training Jobs whose TrainingRun sets none",
+    )
+    runtime_image: str = Field(
+        "ghcr.io/mlops-operator/runtime:0.1.0",
+        description="serving runtime image for ModelDeployments that set none",
+    )
+    metrics_port: int = Field(8081, description="port of the operator's Prometheus /metrics")
+    metrics_host: str = Field("0.0.0.0", description="bind address of /metrics")
+    alert_receiver_port: int = Field(8082, description="port of the Alertmanager webhook")
+    resync_seconds: float = Field(
+        30.0, description="how often resources are re-checked (jobs, registry aliases, rollouts)"
+    )
+    watch_timeout_seconds: int = Field(
+        300, description="server-side watch timeout; kopf reconnects after it (kopf #585)"
+    )
+    client_timeout_seconds: float = Field(60.0, description="client-side watch/request timeout")
+    mlflow_request_timeout: float = Field(10.0, description="timeout of one MLflow API call")
+    peering: str | None = Field(
+        None, description="kopf peering object name for HA (None = standalone)"
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @property
+    def pod_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri_for_pods or self.mlflow_tracking_uri
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> OperatorSettings:
+    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
+    return OperatorSettings()

@@ -1,0 +1,143 @@
+"""Shared fixtures: which cluster, CRDs, a namespace per test, the node stand-in, MLflow.
+
+``--cluster`` picks the cluster: ``local`` (the default on machines without a Docker engine:
+etcd + kube-apiserver + kube-controller-manager started here), ``kind`` (pytest-kind, when a
+Docker engine answers), or ``kubeconfig`` (an existing cluster, ``--kubeconfig PATH``).
+``auto`` (default) takes ``kubeconfig`` when ``--kubeconfig`` is given, else kind when Docker
+works, else local.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlops_operator.local.cluster import Cluster
+
+REPO = Path(__file__).resolve().parent.parent
+CRD_DIR = REPO / "crds"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mlops", "mlops-operator clusters")
+    group.addoption(
+        "--cluster",
+        choices=["auto", "local", "kind", "kubeconfig"],
+        default="auto",
+        help="which cluster the integration tests use (default: auto)",
+    )
+    group.addoption("--kubeconfig", default=None, help="use this existing cluster")
+
+
+def _docker_works() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """The cluster for this test session (see the module docstring)."""
+    choice = request.config.getoption("--cluster")
+    kubeconfig = request.config.getoption("--kubeconfig")
+    if choice == "auto":
+        choice = "kubeconfig" if kubeconfig else ("kind" if _docker_works() else "local")
+    if choice == "kubeconfig":
+        if not kubeconfig:
+            raise pytest.UsageError("--cluster=kubeconfig needs --kubeconfig PATH")
+        yield Cluster(Path(kubeconfig), kind="kubeconfig")
+        return
+    if choice == "kind":
+        from pytest_kind import KindCluster  # type: ignore[import-untyped]
+
+        kind = KindCluster(f"mlops-{uuid.uuid4().hex[:6]}")
+        kind.create()
+        try:
+            yield Cluster(Path(kind.kubeconfig_path), kind="kind")
+        finally:
+            kind.delete()
+        return
+    from mlops_operator.local.binaries import ensure_binaries
+    from mlops_operator.local.controlplane import ControlPlane
+
+    binaries = ensure_binaries()
+    cp = ControlPlane(tmp_path_factory.mktemp("controlplane"), binaries=binaries).start()
+    try:
+        kubectl = str(binaries.kubectl) if binaries.kubectl else (shutil.which("kubectl") or "")
+        yield Cluster(cp.kubeconfig, kubectl_path=kubectl, kind="local")
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> list[str]:
+    """The project's CRDs, installed once per session and Established."""
+    files = sorted(CRD_DIR.glob("*.yaml"))
+    assert files, f"no CRDs in {CRD_DIR}; run `make crds`"
+    return cluster.apply_crds(files)
+
+
+@pytest.fixture
+def kubectl(cluster: Cluster):  # noqa: ANN201
+    """``kubectl(*args, input=None, check=True)`` bound to the session's cluster."""
+    return cluster.kubectl
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting)."""
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def k8s_client(cluster: Cluster):  # noqa: ANN201
+    """A ``kubernetes.client.ApiClient`` for the session's cluster."""
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """The node stand-in, running pods as local processes (only on the local stack)."""
+    if cluster.kind != "local":
+        yield None  # a real cluster has real kubelets
+        return
+    from mlops_operator.local.node import NodeStandIn
+
+    stand_in = NodeStandIn(cluster.kubeconfig, workdir=tmp_path_factory.mktemp("node"))
+    stand_in.start()
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A real MLflow tracking server (sqlite + local artifacts) for the session."""
+    from mlops_operator.local.mlflow_server import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
