@@ -141,3 +141,93 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         yield server
     finally:
         server.stop()
+
+
+class OperatorProcess:
+    """``mlops-operator run -A`` as a real subprocess, so tests can kill and restart it."""
+
+    def __init__(self, cluster: Cluster, tracking_uri: str, workdir: Path, extra_env=None):  # noqa: ANN001
+        from mlops_operator.local.procs import free_port
+
+        self.cluster = cluster
+        self.tracking_uri = tracking_uri
+        self.workdir = workdir
+        self.extra_env = dict(extra_env or {})
+        self.metrics_port = free_port()
+        self.proc = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"operator-{self.starts}.log"
+
+    def start(self, **env: str) -> OperatorProcess:
+        import sys
+
+        from mlops_operator.local.procs import ManagedProcess
+
+        self.starts += 1
+        full_env = self.cluster.env
+        full_env.update(
+            MLOPS_MLFLOW_TRACKING_URI=self.tracking_uri,
+            MLOPS_METRICS_PORT=str(self.metrics_port),
+            MLOPS_METRICS_HOST="127.0.0.1",
+            MLOPS_RESYNC_SECONDS="3",
+            **self.extra_env,
+            **env,
+        )
+        self.proc = ManagedProcess(
+            "operator",
+            [sys.executable, "-m", "mlops_operator.cli", "run", "--all-namespaces", "--verbose"],
+            self.log_path,
+            env=full_env,
+        ).start()
+        import httpx
+
+        self.proc.wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2)
+            .status_code == 200,
+            timeout=60,
+            what="serving /metrics",
+        )
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill and self.proc.proc is not None:
+            self.proc.proc.kill()
+            self.proc.proc.wait()
+        self.proc.stop()
+        self.proc = None
+
+    def restart(self, **env: str) -> OperatorProcess:
+        self.stop(kill=True)
+        return self.start(**env)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.running()
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.workdir.glob("operator-*.log"))
+        )
+
+    def metrics(self) -> str:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+
+@pytest.fixture
+def operator(cluster: Cluster, crds, mlflow_server, tmp_path: Path):  # noqa: ANN001, ANN201
+    """The operator as a subprocess for one test (cluster-wide; tests use their own namespace).
+
+    ``operator.restart(**env)`` kills it hard and starts it again; extra env (for fault
+    injection) can be passed to ``start``/``restart``.
+    """
+    op = OperatorProcess(cluster, mlflow_server.tracking_uri, tmp_path).start()
+    try:
+        yield op
+    finally:
+        op.stop()

@@ -1,0 +1,131 @@
+"""The operator's MLflow access: one client factory, error mapping, idempotent registration.
+
+MLflow is the system of record for runs and model versions. Everything here is safe to call
+again after a crash: registration finds the version it made before instead of making another.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import kopf
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+# tags the operator writes on MLflow runs and model versions
+TAG_TRAININGRUN = "mlops.dev/trainingrun"
+TAG_UID = "mlops.dev/uid"
+TAG_MODELVERSION = "mlops.dev/modelversion"
+TAG_REGISTRATION_KEY = "mlops.dev/registration-key"
+
+
+def make_client(tracking_uri: str, timeout: float = 10.0, retries: int = 0) -> MlflowClient:
+    """An MlflowClient that fails fast (kopf's backoff does the retrying, not urllib3's).
+
+    MLflow reads its HTTP timeout/retry knobs from the environment at request time, so they
+    are set for this (operator) process.
+    """
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, timeout)))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True for connection-level failures (server down, refused, timed out, 5xx)."""
+    from mlflow.exceptions import MlflowException
+
+    text = f"{type(exc).__name__}: {exc}"
+    markers = (
+        "Connection refused", "ConnectionError", "Max retries exceeded", "timed out",
+        "Read timed out", "RemoteDisconnected", "NewConnectionError", "503", "502", "504",
+        "API request to", "too many 500 error responses", "500 Server Error",
+    )
+    if isinstance(exc, MlflowException):
+        code = getattr(exc, "error_code", "")
+        if code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR"):
+            return True
+        return any(m in text for m in markers)
+    import requests
+
+    return isinstance(exc, requests.exceptions.RequestException | ConnectionError | TimeoutError)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and getattr(exc, "error_code", "") in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "NOT_FOUND",
+    )
+
+
+@contextmanager
+def mlflow_errors(what: str, delay: float = 10.0) -> Iterator[None]:
+    """Map "MLflow unreachable" to ``kopf.TemporaryError`` (retried with backoff).
+
+    Other MLflow errors propagate for the caller to classify.
+    """
+    try:
+        yield
+    except kopf.TemporaryError:
+        raise
+    except kopf.PermanentError:
+        raise
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise kopf.TemporaryError(f"MLflow unreachable while {what}: {exc}", delay=delay) from exc
+        raise
+
+
+def find_registered_version(client: MlflowClient, name: str, key: str) -> ModelVersion | None:
+    """The version of ``name`` registered earlier under ``key`` (our idempotency tag), if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(
+            f"name = '{name}' and tags.`{TAG_REGISTRATION_KEY}` = '{key}'"
+        )
+    except MlflowException as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def register_version(
+    client: MlflowClient,
+    name: str,
+    source: str,
+    run_id: str | None,
+    key: str,
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
+) -> ModelVersion:
+    """Register ``source`` as a version of ``name`` exactly once per ``key``.
+
+    ``key`` identifies the requester (e.g. the TrainingRun's uid, or the ModelVersion's uid):
+    after a crash between "created" and "recorded in status", the retry finds the version by
+    its tag instead of creating a second one. The registered model is created if missing.
+    """
+    from mlflow.exceptions import MlflowException
+
+    existing = find_registered_version(client, name, key)
+    if existing is not None:
+        return existing
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            raise
+    all_tags = {TAG_REGISTRATION_KEY: key, **(tags or {})}
+    return client.create_model_version(
+        name=name, source=source, run_id=run_id, tags=all_tags, description=description
+    )
