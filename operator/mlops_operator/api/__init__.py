@@ -1,0 +1,117 @@
+"""The mlops.dev/v1alpha1 API: pydantic models of every kind's spec and status.
+
+These models are the single source of truth: :mod:`mlops_operator.crdgen` generates the CRDs
+(schemas, defaults, descriptions, CEL rules, printer columns) from them, and the operator's
+handlers parse what the apiserver sends with them (``TrainingRunSpec.model_validate(spec)``)
+and write status with ``status.to_k8s()``.
+"""
+
+from .common import (
+    API_VERSION,
+    CATEGORY,
+    GROUP,
+    VERSION,
+    CelRule,
+    Condition,
+    EnvFromSource,
+    EnvVar,
+    KindInfo,
+    PrimaryMetric,
+    PrinterColumn,
+    ResourceRequirements,
+    Toleration,
+    parse_duration,
+)
+from .modeldeployment import (
+    MODEL_DEPLOYMENT,
+    AnalysisMetric,
+    AnalysisSpec,
+    Autoscaling,
+    CanaryStep,
+    Mirror,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RetrainSpec,
+    RetrainStatus,
+    RolloutSpec,
+    RolloutStatus,
+    RuntimeSpec,
+    TrafficSpec,
+    Variant,
+    VariantStatus,
+)
+from .modelversion import (
+    MODEL_VERSION,
+    Check,
+    MetricGate,
+    ModelVersionSpec,
+    ModelVersionStatus,
+    PromoteSpec,
+    SliceGate,
+    ValidationJob,
+    ValidationSpec,
+)
+from .trainingrun import (
+    TRAINING_RUN,
+    DatasetSpec,
+    DatasetStatus,
+    DvcSource,
+    ModelVersionRef,
+    RegisterSpec,
+    TrainingRunSpec,
+    TrainingRunStatus,
+)
+
+#: Every kind, in the stable order the CRD generator emits them.
+KINDS: tuple[KindInfo, ...] = (TRAINING_RUN, MODEL_VERSION, MODEL_DEPLOYMENT)
+
+__all__ = [
+    "API_VERSION",
+    "CATEGORY",
+    "GROUP",
+    "KINDS",
+    "MODEL_DEPLOYMENT",
+    "MODEL_VERSION",
+    "TRAINING_RUN",
+    "VERSION",
+    "AnalysisMetric",
+    "AnalysisSpec",
+    "Autoscaling",
+    "CanaryStep",
+    "CelRule",
+    "Check",
+    "Condition",
+    "DatasetSpec",
+    "DatasetStatus",
+    "DvcSource",
+    "EnvFromSource",
+    "EnvVar",
+    "KindInfo",
+    "MetricGate",
+    "Mirror",
+    "ModelDeploymentSpec",
+    "ModelDeploymentStatus",
+    "ModelVersionRef",
+    "ModelVersionSpec",
+    "ModelVersionStatus",
+    "PrimaryMetric",
+    "PrinterColumn",
+    "PromoteSpec",
+    "RegisterSpec",
+    "ResourceRequirements",
+    "RetrainSpec",
+    "RetrainStatus",
+    "RolloutSpec",
+    "RolloutStatus",
+    "RuntimeSpec",
+    "SliceGate",
+    "Toleration",
+    "TrafficSpec",
+    "TrainingRunSpec",
+    "TrainingRunStatus",
+    "ValidationJob",
+    "ValidationSpec",
+    "Variant",
+    "VariantStatus",
+    "parse_duration",
+]
