@@ -9,6 +9,7 @@ works, else local.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import uuid
@@ -31,7 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="auto",
         help="which cluster the integration tests use (default: auto)",
     )
-    group.addoption("--kubeconfig", default=None, help="use this existing cluster")
+    # pytest-kind registers --kubeconfig too; with it installed we share that option
+    with contextlib.suppress(ValueError):
+        group.addoption("--kubeconfig", default=None, help="use this existing cluster")
 
 
 def _docker_works() -> bool:

@@ -26,6 +26,7 @@ from .controlplane import ControlPlane
 from .mlflow_server import MlflowServer
 from .procs import LocalStackError, ManagedProcess, free_port, tail
 
+
 def default_state_dir() -> Path:
     env = os.environ.get("MLOPS_LOCAL_DIR")
     if env:
