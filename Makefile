@@ -4,8 +4,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+HELM_VERSION ?= v3.19.0
+HELM := $(shell go env GOPATH 2>/dev/null || echo $(HOME)/go)/bin/helm
 
-.PHONY: install binaries crds crds-check lint test test-unit test-integration demo demo-down bench clean
+.PHONY: install binaries helm crds crds-check lint test test-unit test-integration demo demo-down bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +25,12 @@ install: $(VENV)/.installed
 binaries: install
 	$(BIN)/mlops-operator local build
 
+# helm, for linting and rendering the chart in the tests (built from the Go module proxy)
+$(HELM):
+	GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+helm: $(HELM)
+
 crds: install
 	$(BIN)/python -m mlops_operator.crdgen crds/
 
@@ -34,7 +42,7 @@ lint: install
 	$(BIN)/python -m mlops_operator.crdgen --check crds/
 
 # the whole suite: unit, integration (real control plane + MLflow), e2e
-test: install binaries
+test: install binaries helm
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install
