@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from .binaries import ensure_binaries
 from .cluster import Cluster
 from .controlplane import ControlPlane
@@ -124,7 +126,12 @@ class LocalStack:
                 self.state_dir / "operator.log",
                 env=env,
             ).start()
-            self.operator.wait_until(lambda: True, timeout=1)
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            self.operator.wait_until(
+                lambda: httpx.get(metrics_url, timeout=2).status_code == 200,
+                timeout=120,
+                what="serving /metrics",
+            )
             self.state["components"]["operator"] = f"metrics http://127.0.0.1:{metrics_port}/metrics"
         self.state["ready"] = True
         self._write_state()
