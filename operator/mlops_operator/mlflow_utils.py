@@ -108,6 +108,7 @@ def register_version(
     key: str,
     tags: dict[str, str] | None = None,
     description: str | None = None,
+    model_id: str | None = None,
 ) -> ModelVersion:
     """Register ``source`` as a version of ``name`` exactly once per ``key``.
 
@@ -127,5 +128,6 @@ def register_version(
             raise
     all_tags = {TAG_REGISTRATION_KEY: key, **(tags or {})}
     return client.create_model_version(
-        name=name, source=source, run_id=run_id, tags=all_tags, description=description
+        name=name, source=source, run_id=run_id, tags=all_tags, description=description,
+        model_id=model_id,
     )

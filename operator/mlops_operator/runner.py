@@ -24,7 +24,7 @@ def run(namespaces: list[str] | None = None, verbose: bool = False, liveness: st
     asyncio.run(
         kopf.operator(
             clusterwide=not ns,
-            namespaces=ns or None,
+            namespaces=ns or (),
             standalone=cfg.peering is None,
             peering_name=cfg.peering,
             liveness_endpoint=liveness,
