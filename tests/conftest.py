@@ -157,6 +157,7 @@ class OperatorProcess:
         self.workdir = workdir
         self.extra_env = dict(extra_env or {})
         self.metrics_port = free_port()
+        self.liveness_port = free_port()
         self.proc = None
         self.starts = 0
 
@@ -179,19 +180,21 @@ class OperatorProcess:
             **self.extra_env,
             **env,
         )
+        liveness = f"http://127.0.0.1:{self.liveness_port}/healthz"
         self.proc = ManagedProcess(
             "operator",
-            [sys.executable, "-m", "mlops_operator.cli", "run", "--all-namespaces", "--verbose"],
+            [sys.executable, "-m", "mlops_operator.cli", "run", "--all-namespaces", "--verbose",
+             "--liveness", liveness],
             self.log_path,
             env=full_env,
         ).start()
         import httpx
 
+        # kopf answers /healthz only once its startup handlers ran and it is watching
         self.proc.wait_until(
-            lambda: httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2)
-            .status_code == 200,
-            timeout=60,
-            what="serving /metrics",
+            lambda: httpx.get(liveness, timeout=2).status_code == 200,
+            timeout=90,
+            what="live (kopf /healthz)",
         )
         return self
 

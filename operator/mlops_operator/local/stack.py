@@ -120,17 +120,19 @@ class LocalStack:
             )
             if self.mlflow:
                 env["MLOPS_MLFLOW_TRACKING_URI"] = self.mlflow.tracking_uri
+            liveness = f"http://127.0.0.1:{free_port()}/healthz"
             self.operator = ManagedProcess(
                 "operator",
-                [sys.executable, "-m", "mlops_operator.cli", "run", "--all-namespaces"],
+                [sys.executable, "-m", "mlops_operator.cli", "run", "--all-namespaces",
+                 "--liveness", liveness],
                 self.state_dir / "operator.log",
                 env=env,
             ).start()
-            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            # kopf answers /healthz only once its startup handlers ran and it is watching
             self.operator.wait_until(
-                lambda: httpx.get(metrics_url, timeout=2).status_code == 200,
+                lambda: httpx.get(liveness, timeout=2).status_code == 200,
                 timeout=120,
-                what="serving /metrics",
+                what="live (kopf /healthz)",
             )
             self.state["components"]["operator"] = f"metrics http://127.0.0.1:{metrics_port}/metrics"
         self.state["ready"] = True

@@ -1,0 +1,1 @@
+"""The traffic router in front of model variants: weighted, sticky, mirrored."""

@@ -1,0 +1,166 @@
+"""A small keep-alive HTTP/1.1 client for forwarding requests to model servers.
+
+It is built on asyncio protocols and httptools (already required by uvicorn[standard]) because a
+general-purpose client costs several hundred microseconds per request, and the router's budget is
+one millisecond. Only what forwarding needs: one request per connection at a time, Content-Length
+bodies out, Content-Length or chunked bodies in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+
+import httptools
+
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+     b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"host"}
+)  # fmt: skip
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or returned a broken response."""
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    """Status, end-to-end headers and body of an upstream response."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.received_any = False
+        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._status = 0
+        self.keep_alive = True
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        if self._parser is None:
+            self._fail(UpstreamError("unexpected data from upstream"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"bad response from upstream: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(UpstreamError(f"upstream closed the connection: {exc or 'EOF'}"))
+
+    def _fail(self, exc: Exception) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self._status = self._parser.get_status_code()
+        self.keep_alive = self._parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter, self._waiter, self._parser = self._waiter, None, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(UpstreamResponse(self._status, self._headers, b"".join(self._body)))
+
+    def send(self, head: bytes, body: bytes) -> asyncio.Future[UpstreamResponse]:
+        assert self.transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers, self._body, self.received_any = [], [], False
+        self.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.transport.write(body)
+        return self._waiter
+
+
+class UpstreamPool:
+    """Keep-alive connections to ``host:port`` endpoints, reused across requests."""
+
+    def __init__(self, timeout_s: float = 30.0, max_idle_per_endpoint: int = 256) -> None:
+        self.timeout_s = timeout_s
+        self.max_idle = max_idle_per_endpoint
+        self._idle: dict[tuple[str, int], deque[_Connection]] = {}
+
+    async def _connect(self, host: str, port: int) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(_Connection, host, port), self.timeout_s
+            )
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamError(f"cannot connect to {host}:{port}: {exc}") from None
+        return conn
+
+    async def request(
+        self, host: str, port: int, method: str, target: str,
+        headers: list[tuple[bytes, bytes]], body: bytes,
+    ) -> UpstreamResponse:  # fmt: skip
+        """Send one request; retries once on a fresh connection if a reused one was stale."""
+        lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()]
+        for name, value in headers:
+            if name not in HOP_BY_HOP:
+                lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        head = b"".join(lines)
+        idle = self._idle.setdefault((host, port), deque())
+        for attempt in range(2):
+            conn = None
+            while idle and conn is None:
+                candidate = idle.pop()
+                conn = None if candidate.closed else candidate
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(host, port)
+            try:
+                response = await asyncio.wait_for(conn.send(head, body), self.timeout_s)
+            except TimeoutError:
+                conn._fail(UpstreamError("timeout"))
+                raise UpstreamError(f"{host}:{port} did not answer in {self.timeout_s}s") from None
+            except UpstreamError:
+                if reused and not conn.received_any and attempt == 0:
+                    continue  # the server closed an idle connection as we reused it
+                raise
+            if conn.keep_alive and not conn.closed and len(idle) < self.max_idle:
+                idle.append(conn)
+            elif conn.transport is not None:
+                conn.transport.close()
+            return response
+        raise UpstreamError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        """Close every idle connection."""
+        for idle in self._idle.values():
+            while idle:
+                conn = idle.pop()
+                if conn.transport is not None:
+                    with contextlib.suppress(Exception):
+                        conn.transport.close()
+        self._idle.clear()

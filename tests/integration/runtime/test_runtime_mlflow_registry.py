@@ -1,0 +1,127 @@
+"""Serving registered models from a real MLflow tracking server, by version and by alias."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from mlops_runtime.rest import create_app
+from mlops_runtime.settings import RuntimeSettings
+
+pytestmark = pytest.mark.integration
+
+ROW = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}
+
+
+def _ready(client: TestClient) -> None:
+    for _ in range(600):
+        r = client.get("/v2/health/ready")
+        if r.status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError(r.text)
+
+
+def test_serve_by_version(registered_iris, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered_iris.tracking_uri)
+    name = registered_iris.name
+    settings = RuntimeSettings(model_uri=f"models:/{name}/1", variant="green", load_retries=1)
+    with TestClient(create_app(settings)) as c:
+        _ready(c)
+        meta = c.get(f"/v2/models/{name}").json()
+        assert meta["versions"] == ["1"] and meta["platform"] == "mlflow-sklearn"
+        assert meta["parameters"]["run_id"] == registered_iris.run_ids[0]
+        assert "alias" not in meta["parameters"]
+        out = c.post(f"/v2/models/{name}/versions/1/infer", json=ROW).json()
+        assert out["model_version"] == "1" and out["outputs"][0]["data"] == [0]
+        assert c.post(f"/v2/models/{name}/versions/2/infer", json=ROW).status_code == 404
+        metrics = c.get("/metrics").text
+        # the trainer's baseline artifact was found: drift is exported per feature
+        assert f'model="{name}",variant="green",version="1"' in metrics
+        assert 'feature="petal length (cm)"' in metrics
+        ready = [
+            line for line in metrics.splitlines() if line.startswith("mlops_runtime_model_ready{")
+        ]
+        assert ready == [
+            f'mlops_runtime_model_ready{{model="{name}",variant="green",version="1"}} 1.0'
+        ]
+
+
+def test_serve_by_alias_pins_the_version(registered_iris, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered_iris.tracking_uri)
+    name = registered_iris.name
+    settings = RuntimeSettings(model_uri=f"models:/{name}@champion", load_retries=1)
+    with TestClient(create_app(settings)) as c:
+        _ready(c)
+        meta = c.get(f"/v2/models/{name}/versions/2").json()
+        assert meta["versions"] == ["2"]
+        assert meta["parameters"]["alias"] == "champion"
+        assert meta["parameters"]["run_id"] == registered_iris.run_ids[1]
+        assert c.get(f"/v2/models/{name}/versions/2/ready").json()["ready"] is True
+        r = c.post("/predict", json={"instances": [[6.7, 3.0, 5.2, 2.3]]})
+        assert r.json() == {"predictions": [2], "model_name": name, "model_version": "2"}
+
+
+def test_unknown_alias_is_not_ready_with_the_reason(registered_iris, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered_iris.tracking_uri)
+    name = registered_iris.name
+    app = create_app(RuntimeSettings(model_uri=f"models:/{name}@nope", load_retries=1))
+    with TestClient(app) as c:
+        for _ in range(600):
+            if app.state.plane.load_error:
+                break
+            time.sleep(0.05)
+        r = c.get("/v2/health/ready")
+        assert r.status_code == 503 and "nope" in r.json()["error"]
+        assert "nope" in c.get(f"/v2/models/{name}").json()["parameters"]["reason"]
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def test_cli_serve_binds_the_pod_ip_and_shuts_down_gracefully(registered_iris, tmp_path) -> None:  # noqa: ANN001
+    host = "127.0.0.7"  # like a pod IP on the local stack
+    port = _free_port(host)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registered_iris.tracking_uri,
+           "MLOPS_RUNTIME_MODEL_URI": f"models:/{registered_iris.name}@champion",
+           "MLOPS_RUNTIME_HOST": host, "MLOPS_RUNTIME_PORT": str(port),
+           "MLOPS_RUNTIME_VARIANT": "champion"}  # fmt: skip
+    log = (tmp_path / "serve.log").open("w+")
+    cli = [sys.executable, "-m", "mlops_runtime.cli", "serve"]
+    proc = subprocess.Popen(cli, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://{host}:{port}"
+        with httpx.Client(base_url=url, timeout=5) as http:
+            for _ in range(1200):
+                try:
+                    if http.get("/v2/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None, "server exited"
+                time.sleep(0.05)
+            r = http.post(f"/v2/models/{registered_iris.name}/infer", json=ROW)
+            assert r.status_code == 200 and r.json()["model_version"] == "2"
+        with pytest.raises(httpx.TransportError):  # bound to the pod IP only
+            httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn drains, runs the lifespan shutdown, then re-raises the signal it caught
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    output = log.read()
+    assert "Shutting down" in output and "Application shutdown complete" in output

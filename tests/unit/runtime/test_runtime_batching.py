@@ -1,0 +1,102 @@
+"""Adaptive micro-batching gathers concurrent requests into fewer predict calls."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from mlops_runtime.batching import MicroBatcher
+from mlops_runtime.errors import InvalidRequest
+
+
+class Recorder:
+    """A fake model: predicts the row sum, records the batch sizes it was called with."""
+
+    def __init__(self, fail_on: float | None = None) -> None:
+        self.calls: list[int] = []
+        self.fail_on = fail_on
+
+    def __call__(self, method: str, rows: np.ndarray) -> np.ndarray:
+        self.calls.append(rows.shape[0])
+        if self.fail_on is not None and (rows == self.fail_on).any():
+            raise ValueError("bad value")
+        return rows.sum(axis=1)
+
+
+async def _concurrent(batcher: MicroBatcher, blocks: list[np.ndarray]) -> list[np.ndarray]:
+    async def one(rows: np.ndarray) -> np.ndarray:
+        batcher.enter()
+        try:
+            await asyncio.sleep(0)  # like a request reading its body
+            return await batcher.submit("predict", rows)
+        finally:
+            batcher.leave()
+
+    return await asyncio.gather(*(one(b) for b in blocks), return_exceptions=True)
+
+
+async def test_concurrent_requests_share_predict_calls() -> None:
+    model = Recorder()
+    batcher = MicroBatcher(model, max_batch_size=64, max_wait_s=0.05)
+    blocks = [np.full((1, 3), float(i)) for i in range(40)]
+    results = await _concurrent(batcher, blocks)
+    assert [r.tolist() for r in results] == [[3.0 * i] for i in range(40)]
+    assert sum(model.calls) == 40
+    assert len(model.calls) < 40 / 4  # gathered, not one predict per request
+    await batcher.close()
+
+
+async def test_batches_never_exceed_the_max_size() -> None:
+    model = Recorder()
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_s=0.05)
+    results = await _concurrent(batcher, [np.ones((3, 2)) for _ in range(10)])
+    assert all(r.shape == (3,) for r in results)
+    assert max(model.calls) <= 8 and sum(model.calls) == 30
+    await batcher.close()
+
+
+async def test_a_lone_request_is_predicted_alone() -> None:
+    model = Recorder()
+    batcher = MicroBatcher(model, max_batch_size=64, max_wait_s=10.0)  # a wait would hang
+    for i in range(3):
+        batcher.enter()
+        out = await asyncio.wait_for(batcher.submit("predict", np.full((1, 2), i)), 5)
+        batcher.leave()
+        assert out.tolist() == [2 * i]
+    assert model.calls == [1, 1, 1]
+    await batcher.close()
+
+
+async def test_one_bad_request_does_not_fail_its_batch() -> None:
+    model = Recorder(fail_on=-1.0)
+    batcher = MicroBatcher(model, max_batch_size=64, max_wait_s=0.05)
+    blocks = [np.ones((1, 2)), np.full((1, 2), -1.0), np.full((1, 2), 2.0)]
+    ok1, bad, ok2 = await _concurrent(batcher, blocks)
+    assert ok1.tolist() == [2.0] and ok2.tolist() == [4.0]
+    assert isinstance(bad, InvalidRequest) and "rejected" in bad.message
+    await batcher.close()
+
+
+async def test_large_batches_run_in_a_thread() -> None:
+    import threading
+
+    seen: list[str] = []
+
+    def predict(method: str, rows: np.ndarray) -> np.ndarray:
+        seen.append(threading.current_thread().name)
+        return rows[:, 0]
+
+    batcher = MicroBatcher(predict, inline_max_rows=10)
+    await batcher.submit("predict", np.zeros((5, 1)))
+    await batcher.submit("predict", np.zeros((50, 1)))
+    assert seen[0] == threading.current_thread().name and seen[1] != seen[0]
+    await batcher.close()
+
+
+async def test_wrong_row_count_from_the_model_is_an_error() -> None:
+    batcher = MicroBatcher(lambda m, rows: rows[:1, 0])
+    with pytest.raises(Exception, match="returned 1 rows for 2"):
+        await batcher.submit("predict", np.zeros((2, 1)))
+    await batcher.close()
