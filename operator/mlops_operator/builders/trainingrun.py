@@ -1,0 +1,345 @@
+"""Pure builders for a TrainingRun's children: the training Job and the ModelVersion.
+
+No I/O here: a spec (the pydantic model) and a few identifiers go in, a manifest dict comes out.
+Names are deterministic so that a retry or a restarted operator finds the child it created
+before instead of creating a second one. Owner references are written here (not with
+``kopf.adopt``, which would also copy the owner's labels — Argo CD's tracking label among
+them — onto the children).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .. import API_VERSION
+from ..api import ModelVersionSpec, TrainingRunSpec
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+OPERATOR = "mlops-operator"
+LABEL_TRAININGRUN = "mlops.dev/trainingrun"
+LABEL_MODEL = "mlops.dev/model"
+LABEL_RUN_ID = "mlops.dev/run-id"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+#: The container of the training pod (its exit code and message end up in the status).
+CONTAINER = "train"
+DEFAULT_COMMAND = ("mlops-runtime", "train")
+#: Env vars the operator owns; a TrainingRun's own ``env`` cannot override them.
+RESERVED_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLOPS_PARAMS")
+MAX_NAME = 63  # Job names become label values on their pods
+
+
+def _short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _truncate(text: str, limit: int, suffix: str = "") -> str:
+    """``text + suffix`` if it fits in ``limit``, else a prefix, a hash of ``text``, ``suffix``."""
+    if len(text) + len(suffix) <= limit:
+        return text + suffix
+    keep = limit - len(suffix) - 9
+    head = re.sub(r"[^A-Za-z0-9]+$", "", text[:keep])
+    return f"{head}-{_short_hash(text)}{suffix}"
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid label value (63 chars, alphanumeric ends), hashed when too long."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", text)
+    out = _truncate(cleaned, 63)
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", out)
+
+
+def job_name(tr_name: str) -> str:
+    """``<tr>-train``; long names are shortened with a hash so the result fits in 63 chars."""
+    return _truncate(tr_name, MAX_NAME, "-train")
+
+
+def model_version_name(model: str, version: str | int) -> str:
+    """``<model>-v<version>`` as a DNS subdomain (lower case, ``_`` → ``-``)."""
+    base = re.sub(r"[^a-z0-9.-]", "-", model.lower()).strip("-.") or "model"
+    return _truncate(base, 253, f"-v{version}")
+
+
+def experiment_name(spec: TrainingRunSpec) -> str:
+    """The MLflow experiment: ``spec.experiment``, else the model name."""
+    return spec.experiment or spec.model
+
+
+def registered_model_name(spec: TrainingRunSpec) -> str:
+    """The registry name the run's model is registered under."""
+    if spec.register is not None and spec.register.model_name:
+        return spec.register.model_name
+    return spec.model
+
+
+def registers(spec: TrainingRunSpec) -> bool:
+    """Whether a successful run registers a ModelVersion."""
+    return spec.register is not None and spec.register.enabled
+
+
+def model_source(run_id: str, spec: TrainingRunSpec) -> str:
+    """``runs:/<run_id>/<artifact path>`` of the trained model."""
+    path = spec.register.artifact_path if spec.register is not None else "model"
+    return f"runs:/{run_id}/{path}"
+
+
+def primary_metric_name(spec: TrainingRunSpec) -> str | None:
+    """``spec.primaryMetric``, else the first validation metric gate, else None."""
+    if spec.primary_metric:
+        return spec.primary_metric
+    if spec.register and spec.register.validation and spec.register.validation.metrics:
+        return spec.register.validation.metrics[0].name
+    return None
+
+
+def build_labels(tr_name: str, model: str) -> dict[str, str]:
+    """Labels of every child of a TrainingRun."""
+    return {
+        MANAGED_BY: OPERATOR,
+        LABEL_TRAININGRUN: label_value(tr_name),
+        LABEL_MODEL: label_value(model),
+    }
+
+
+def owner_reference(tr_name: str, uid: str) -> dict[str, Any]:
+    """The controller owner reference to the TrainingRun (garbage collection, adoption)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TrainingRun",
+        "name": tr_name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def run_tags(namespace: str, tr_name: str, uid: str, spec: TrainingRunSpec) -> dict[str, str]:
+    """Tags of the MLflow run: the TrainingRun, its uid (idempotency key), model and dataset."""
+    tags = {
+        "mlops.dev/trainingrun": f"{namespace}/{tr_name}",
+        "mlops.dev/uid": uid,
+        "mlops.dev/model": spec.model,
+        "mlflow.runName": tr_name,
+    }
+    ds = spec.dataset
+    if ds is not None:
+        tags["mlops.dev/dataset-uri"] = ds.uri
+        if ds.version:
+            tags["mlops.dev/dataset-version"] = ds.version
+        if ds.dvc is not None:
+            tags["mlops.dev/dvc-repo"] = ds.dvc.repo
+            tags["mlops.dev/dvc-path"] = ds.dvc.path
+            if ds.dvc.rev:
+                tags["mlops.dev/dvc-rev"] = ds.dvc.rev
+    return tags
+
+
+def param_env_name(name: str) -> str:
+    """``PARAM_<NAME>``: upper case, anything but letters and digits as ``_``."""
+    return "PARAM_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def _env(name: str, value: str) -> dict[str, str]:
+    return {"name": name, "value": value}
+
+
+def build_env(
+    tr_name: str,
+    namespace: str,
+    spec: TrainingRunSpec,
+    run_id: str,
+    tracking_uri: str,
+    experiment: str,
+) -> list[dict[str, Any]]:
+    """The training container's env: MLflow, params, dataset, then the user's own env."""
+    env = [
+        _env("MLFLOW_TRACKING_URI", tracking_uri),
+        _env("MLFLOW_RUN_ID", run_id),
+        _env("MLFLOW_EXPERIMENT_NAME", experiment),
+        _env("MLOPS_TRAININGRUN", f"{namespace}/{tr_name}"),
+        _env("MLOPS_MODEL_NAME", spec.model),
+        _env("MLOPS_PARAMS", json.dumps(dict(sorted((spec.params or {}).items())))),
+    ]
+    env += [_env(param_env_name(k), v) for k, v in sorted((spec.params or {}).items())]
+    ds = spec.dataset
+    if ds is not None:
+        env.append(_env("DATASET_URI", ds.uri))
+        if ds.version:
+            env.append(_env("DATASET_VERSION", ds.version))
+        if ds.dvc is not None:
+            env += [_env("MLOPS_DVC_REPO", ds.dvc.repo), _env("MLOPS_DVC_PATH", ds.dvc.path)]
+            if ds.dvc.rev:
+                env.append(_env("MLOPS_DVC_REV", ds.dvc.rev))
+    own = {e["name"] for e in env}
+    for var in spec.env or []:
+        if var.name in RESERVED_ENV:
+            continue
+        if var.name in own:  # the user's value wins (e.g. an in-cluster MLFLOW_TRACKING_URI)
+            env = [e for e in env if e["name"] != var.name]
+        env.append(var.to_k8s())
+    return env
+
+
+def build_job(
+    tr_name: str,
+    namespace: str,
+    uid: str,
+    spec: TrainingRunSpec,
+    run_id: str,
+    tracking_uri: str,
+    experiment: str,
+    default_image: str | None = None,
+) -> dict[str, Any]:
+    """The ``batch/v1`` Job that trains one TrainingRun into MLflow run ``run_id``."""
+    labels = build_labels(tr_name, spec.model)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image or default_image,
+        "command": list(spec.command) if spec.command else list(DEFAULT_COMMAND),
+        "env": build_env(tr_name, namespace, spec, run_id, tracking_uri, experiment),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if spec.args:
+        container["args"] = list(spec.args)
+    if spec.env_from:
+        container["envFrom"] = [e.to_k8s() for e in spec.env_from]
+    if spec.resources is not None:
+        container["resources"] = spec.resources.to_k8s()
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [t.to_k8s() for t in spec.tolerations]
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "template": {
+            "metadata": {"labels": {**labels, LABEL_COMPONENT: "training"}},
+            "spec": pod_spec,
+        },
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(tr_name),
+            "namespace": namespace,
+            "labels": {**labels, LABEL_COMPONENT: "training"},
+            "annotations": {"mlops.dev/mlflow-run-id": run_id},
+            "ownerReferences": [owner_reference(tr_name, uid)],
+        },
+        "spec": job_spec,
+    }
+
+
+def build_model_version(
+    tr_name: str,
+    namespace: str,
+    uid: str,
+    spec: TrainingRunSpec,
+    run_id: str,
+    version: str | int,
+) -> dict[str, Any]:
+    """The ModelVersion resource for registry version ``version`` trained by this run.
+
+    It pins the version (``spec.version``) that the TrainingRun registered, and carries the
+    validation gates and promotion of ``spec.register``; the ModelVersion controller runs them.
+    """
+    model = registered_model_name(spec)
+    register = spec.register
+    mv_spec: dict[str, Any] = {
+        "model": model,
+        "version": str(version),
+        "description": f"Trained by TrainingRun {namespace}/{tr_name} (MLflow run {run_id}).",
+        "tags": {
+            "mlops.dev/trainingrun": f"{namespace}/{tr_name}",
+            "mlops.dev/run-id": run_id,
+        },
+    }
+    if register is not None and register.validation is not None:
+        mv_spec["validation"] = register.validation.to_k8s()
+    if register is not None and register.promote is not None:
+        mv_spec["promote"] = register.promote.to_k8s()
+    ModelVersionSpec.model_validate(mv_spec)  # fail here, not at the apiserver
+    labels = {**build_labels(tr_name, model), LABEL_RUN_ID: label_value(run_id)}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelVersion",
+        "metadata": {
+            "name": model_version_name(model, version),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(tr_name, uid)],
+        },
+        "spec": mv_spec,
+    }
+
+
+def job_outcome(job: Mapping[str, Any]) -> tuple[str, str, str]:
+    """``(phase, reason, message)`` of a Job: Succeeded/Failed once final, else Running/Pending.
+
+    Only the final conditions count (``Complete``/``Failed``); the interim
+    ``SuccessCriteriaMet``/``FailureTarget`` are followed by them once the pods are gone.
+    """
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return "Succeeded", "JobComplete", cond.get("message") or "the training Job completed"
+        if cond.get("type") == "Failed":
+            return "Failed", cond.get("reason") or "JobFailed", cond.get("message") or ""
+    if (status.get("ready") or 0) > 0:
+        return "Running", "JobRunning", "the training pod is running"
+    return "Pending", "JobPending", "waiting for the training pod to start"
+
+
+def failure_message(
+    job_reason: str, job_message: str, pods: list[Mapping[str, Any]], tail_lines: int = 10
+) -> tuple[str, int | None]:
+    """A one-paragraph explanation of a failed Job and the failing container's exit code.
+
+    Uses the most recently finished pod whose training container terminated non-zero: its exit
+    code, reason and the last lines of its termination message (the trainer's error, or the log
+    tail with ``FallbackToLogsOnError``).
+    """
+    failed: list[tuple[str, dict[str, Any]]] = []
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get(
+                "terminated"
+            )
+            if term and term.get("exitCode", 0) != 0:
+                failed.append((term.get("finishedAt") or "", term))
+    text = f"{job_reason}: {job_message}".rstrip(": ") if job_message else job_reason
+    if not failed:
+        return text, None
+    _, term = max(failed, key=lambda item: item[0])
+    code = term.get("exitCode")
+    lines = [ln for ln in (term.get("message") or "").splitlines() if ln.strip()]
+    detail = f"container {CONTAINER!r} exited with code {code}"
+    if term.get("reason"):
+        detail += f" ({term['reason']})"
+    if lines:
+        detail += ": " + "\n".join(lines[-tail_lines:])
+    return f"{text}; {detail}", code
+
+
+def pending_reason(pods: list[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """Why the training pod is not running yet (unschedulable, image/config errors), if known."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for cs in status.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting")
+            if waiting and waiting.get("reason") not in (None, "ContainerCreating"):
+                return waiting["reason"], waiting.get("message") or waiting["reason"]
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return cond.get("reason") or "Unschedulable", cond.get("message") or ""
+    return None
