@@ -505,7 +505,12 @@ def _camel_job(job: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=1.0, initial_delay=1.0)
+def _promoted(status: Mapping[str, Any] | None, **_: Any) -> bool:
+    return (status or {}).get("phase") == "Promoted"
+
+
+# ticks every 2 s on Promoted versions only; acts every ``resync_seconds`` (read at run time)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=2.0, initial_delay=2.0, when=_promoted)
 def resync(
     spec: Mapping[str, Any],
     status: Mapping[str, Any],

@@ -34,6 +34,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         settings.peering.name = cfg.peering
         settings.peering.mandatory = True
     memo.settings = cfg
+    # Import MLflow here, once, before any handler thread does: sync handlers run in a thread
+    # pool, and two threads importing mlflow for the first time at once can leave a partially
+    # initialised module in sys.modules for the life of the process.
+    import mlflow  # noqa: F401
+    import mlflow.entities  # noqa: F401
+    import mlflow.entities.model_registry  # noqa: F401
+    import mlflow.exceptions  # noqa: F401
+    import mlflow.tracking  # noqa: F401
     if cfg.metrics_port:
         try:
             serve_metrics(cfg.metrics_port, cfg.metrics_host)

@@ -457,30 +457,50 @@ class TrainingRunReconciler:
         manifest = build_model_version(
             self.name, self.namespace, self.uid, self.spec, run_id, version
         )
-        name = manifest["metadata"]["name"]
         api = CustomObjectsApi(api_client())
-        try:
-            api.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "modelversions", manifest
-            )
-            kopf.info(
-                self.tr,
-                reason="ModelVersionCreated",
-                message=f"ModelVersion {name} for version {version}",
-            )
-        except Exception as exc:
-            if not _is_status(exc, 409):
-                raise
+        name = manifest["metadata"]["name"]
+        for attempt in (0, 1):
+            try:
+                api.create_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, "modelversions", manifest
+                )
+                kopf.info(
+                    self.tr,
+                    reason="ModelVersionCreated",
+                    message=f"ModelVersion {name} for version {version}",
+                )
+                return name
+            except Exception as exc:
+                if not _is_status(exc, 409):
+                    raise
             existing = api.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, "modelversions", name
             )
-            if str((existing.get("spec") or {}).get("version")) != str(version):
+            refs = (existing.get("metadata") or {}).get("ownerReferences") or []
+            if any(ref.get("uid") == self.uid for ref in refs):
+                return name  # ours, from before a restart
+            other = existing.get("spec") or {}
+            if other.get("model") == manifest["spec"]["model"] and str(
+                other.get("version")
+            ) == str(version):
                 kopf.warn(
                     self.tr,
-                    reason="ModelVersionConflict",
-                    message=f"ModelVersion {name} exists for another version",
+                    reason="ModelVersionExists",
+                    message=f"ModelVersion {name} for version {version} already exists and was "
+                    "not created by this TrainingRun; it validates the version instead",
                 )
-        return name
+                return name
+            if attempt == 0:
+                # the name is taken by an unrelated object: a deterministic alternative
+                kopf.warn(
+                    self.tr,
+                    reason="ModelVersionNameTaken",
+                    message=f"ModelVersion {name} exists for another model/version; "
+                    f"using {name}-{self.uid[:5]}",
+                )
+                name = f"{name}-{self.uid[:5]}"
+                manifest["metadata"]["name"] = name
+        raise kopf.PermanentError(f"ModelVersion names {name} are taken by other objects")
 
 
 def read_trainingrun(namespace: str, name: str) -> dict[str, Any] | None:
