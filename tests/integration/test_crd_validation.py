@@ -68,7 +68,7 @@ def _all(*mutations: Mutation) -> Mutation:
 # (id, base object, mutation, expected text in the apiserver's error)
 BAD_OBJECTS: list[tuple[str, dict[str, Any], Mutation, str]] = [
     ("missing-spec", TR, _set("spec", _DELETE), "spec: Required value"),
-    ("tr-missing-image", TR, _set("spec.image", _DELETE), "spec.image: Required value"),
+    ("tr-missing-model", TR, _set("spec.model", _DELETE), "spec.model: Required value"),
     (
         "tr-wrong-type",
         TR,

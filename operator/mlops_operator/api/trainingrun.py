@@ -101,8 +101,10 @@ class TrainingRunSpec(ApiModel):
     experiment: ShortStr | None = Field(
         default=None, description="MLflow experiment name; defaults to spec.model."
     )
-    image: Annotated[str, Field(min_length=1, max_length=512)] = Field(
-        description="Container image that trains the model (the runtime image's `train`)."
+    image: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
+        default=None,
+        description="Container image that trains the model (the runtime image's `train`); "
+        "defaults to the operator's MLOPS_DEFAULT_TRAINING_IMAGE.",
     )
     command: StringList | None = Field(default=None, description="Entrypoint override.")
     args: StringList | None = Field(default=None, description="Arguments to the entrypoint.")
@@ -199,7 +201,7 @@ class TrainingRunStatus(ApiModel):
 IMMUTABLE_ONCE_STARTED: tuple[tuple[str, bool], ...] = (
     ("model", True),
     ("experiment", False),
-    ("image", True),
+    ("image", False),
     ("command", False),
     ("args", False),
     ("params", False),

@@ -218,7 +218,7 @@ def _variants(*pairs: tuple[str, int]) -> dict[str, Any]:
             "at least one of min, max and compareTo",
         ),
         (TrainingRunSpec, {"model": "iris model", "image": "i"}, "must be a model name"),
-        (TrainingRunSpec, {"model": "iris"}, "Field required"),
+        (TrainingRunSpec, {"image": "i"}, "Field required"),
         (TrainingRunSpec, {"model": "iris", "image": "i", "imag": "j"}, "Extra inputs"),
     ],
 )

@@ -320,3 +320,10 @@ def test_pending_reason_explains_a_waiting_pod() -> None:
     assert pending_reason([waiting]) == ("CreateContainerConfigError", 'secret "s3" not found')
     assert pending_reason([unschedulable]) == ("Unschedulable", "0/1 nodes are available")
     assert pending_reason([{"status": {"phase": "Pending"}}]) is None
+
+
+def test_image_defaults_to_the_operators_training_image() -> None:
+    (container,) = job(example_spec(image=None))["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "default/image:1"
+    (container,) = job(example_spec(image="mine:2"))["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "mine:2"
