@@ -97,10 +97,18 @@ def kubectl(cluster: Cluster):  # noqa: ANN201
 
 
 @pytest.fixture
-def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace_prefix() -> str:
+    """Prefix of the test namespaces; a test package overrides it to give its operator a glob."""
+    return ""
+
+
+@pytest.fixture
+def namespace(
+    cluster: Cluster, request: pytest.FixtureRequest, namespace_prefix: str
+) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards (without waiting)."""
     base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    name = f"{namespace_prefix}{base}-{uuid.uuid4().hex[:5]}"
     cluster.kubectl("create", "namespace", name)
     try:
         yield name
@@ -149,10 +157,16 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 class OperatorProcess:
     """``mlops-operator run -A`` as a real subprocess, so tests can kill and restart it."""
 
-    def __init__(self, cluster: Cluster, tracking_uri: str, workdir: Path, extra_env=None):  # noqa: ANN001
+    def __init__(  # noqa: ANN001
+        self, cluster: Cluster, tracking_uri: str, workdir: Path, extra_env=None,
+        namespaces: list[str] | None = None,
+    ):
         from mlops_operator.local.procs import free_port
 
         self.cluster = cluster
+        # operators in tests watch only their tests' namespaces (globs allowed), so that two
+        # operators never reconcile the same object
+        self.namespaces = list(namespaces or [])
         self.tracking_uri = tracking_uri
         self.workdir = workdir
         self.extra_env = dict(extra_env or {})
@@ -172,6 +186,7 @@ class OperatorProcess:
 
         self.starts += 1
         full_env = self.cluster.env
+        full_env.pop("MLOPS_NAMESPACES", None)
         full_env.update(
             MLOPS_MLFLOW_TRACKING_URI=self.tracking_uri,
             MLOPS_METRICS_PORT=str(self.metrics_port),
@@ -183,8 +198,9 @@ class OperatorProcess:
         liveness = f"http://127.0.0.1:{self.liveness_port}/healthz"
         self.proc = ManagedProcess(
             "operator",
-            [sys.executable, "-m", "mlops_operator.cli", "run", "--all-namespaces", "--verbose",
-             "--liveness", liveness],
+            [sys.executable, "-m", "mlops_operator.cli", "run", "--verbose", "--liveness",
+             liveness, *(f"--namespace={ns}" for ns in self.namespaces)]
+            + ([] if self.namespaces else ["--all-namespaces"]),
             self.log_path,
             env=full_env,
         ).start()
@@ -226,13 +242,14 @@ class OperatorProcess:
 
 
 @pytest.fixture
-def operator(cluster: Cluster, crds, mlflow_server, tmp_path: Path):  # noqa: ANN001, ANN201
-    """The operator as a subprocess for one test (cluster-wide; tests use their own namespace).
+def operator(cluster: Cluster, crds, mlflow_server, namespace: str, tmp_path: Path):  # noqa: ANN001, ANN201
+    """The operator as a subprocess for one test, watching only the test's namespace.
 
     ``operator.restart(**env)`` kills it hard and starts it again; extra env (for fault
     injection) can be passed to ``start``/``restart``.
     """
-    op = OperatorProcess(cluster, mlflow_server.tracking_uri, tmp_path).start()
+    op = OperatorProcess(cluster, mlflow_server.tracking_uri, tmp_path, namespaces=[namespace])
+    op.start()
     try:
         yield op
     finally:

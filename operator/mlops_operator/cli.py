@@ -15,7 +15,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the operator (kopf)")
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[],
-                       help="watch this namespace (repeatable); default: MLOPS_NAMESPACES or all")
+                       help="watch this namespace or glob (repeatable); default: MLOPS_NAMESPACES, "
+                       "else all")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--liveness", default=None,
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from .runner import run
 
-        run(namespaces=args.namespace or None, verbose=args.verbose, liveness=args.liveness)
+        run(namespaces=args.namespace or None, verbose=args.verbose, liveness=args.liveness,
+            all_namespaces=args.all_namespaces)
         return 0
     if args.command == "crds":
         from . import crdgen

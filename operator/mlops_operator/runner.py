@@ -10,15 +10,24 @@ import kopf
 from .settings import get_settings
 
 
-def run(namespaces: list[str] | None = None, verbose: bool = False, liveness: str | None = None) -> None:
-    """Import the handlers and run kopf until interrupted."""
+def run(
+    namespaces: list[str] | None = None,
+    verbose: bool = False,
+    liveness: str | None = None,
+    all_namespaces: bool = False,
+) -> None:
+    """Import the handlers and run kopf until interrupted.
+
+    Scope: ``all_namespaces`` → cluster-wide; else ``namespaces`` (globs such as ``team-*``
+    allowed); else ``MLOPS_NAMESPACES``; else cluster-wide.
+    """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.PLAIN)
     cfg = get_settings()
-    ns = namespaces if namespaces else cfg.namespaces
+    ns = [] if all_namespaces else (namespaces or cfg.namespaces)
     from . import handlers  # noqa: F401 - registers handlers
 
     asyncio.run(

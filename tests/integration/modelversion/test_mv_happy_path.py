@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import checks_by_name  # type: ignore[import-not-found]
+from mvhelpers import checks_by_name
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MV, Registry, _operator_process_class  # type: ignore[import-not-found]
+from mvhelpers import MV, Registry, operator_process_class
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +34,9 @@ def test_mlflow_stopped_during_validation_then_restarted(
     v1 = registry.version(model, {"accuracy": 0.8})
     registry.set_alias(model, "champion", v1)
     v2 = registry.version(model, {"accuracy": 0.9})
-    mv_operator.stop()  # the shared operator talks to the other MLflow
-    op = _operator_process_class(request.config)(
-        cluster, own_mlflow.tracking_uri, tmp_path / "op", extra_env={"MLOPS_NAMESPACES": namespace}
+    mv_operator.stop()  # the shared operator (mv-*) talks to the other MLflow
+    op = operator_process_class(request.config)(
+        cluster, own_mlflow.tracking_uri, tmp_path / "op", namespaces=[namespace]
     )
     (tmp_path / "op").mkdir()
     try:
