@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from mlops_operator.local import stack
-from mlops_operator.local.cluster import Cluster
+from mlops_operator.local.cluster import Cluster, poll
 from mlops_operator.local.procs import LocalStackError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,14 +22,10 @@ EXAMPLE = REPO / "examples" / "iris" / "trainingrun.yaml"
 
 
 def _wait(what: str, check, timeout: float = 600.0):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1.0)
-    raise SystemExit(f"demo: timed out waiting for {what}")
+    try:
+        return poll(what, check, timeout=timeout, interval=1.0)
+    except AssertionError as exc:
+        raise SystemExit(f"demo: {exc}") from exc
 
 
 def main() -> int:

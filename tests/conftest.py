@@ -180,37 +180,22 @@ class OperatorProcess:
         return self.workdir / f"operator-{self.starts}.log"
 
     def start(self, **env: str) -> OperatorProcess:
-        import sys
-
-        from mlops_operator.local.procs import ManagedProcess
+        from mlops_operator.local.stack import start_operator
 
         self.starts += 1
         full_env = self.cluster.env
         full_env.pop("MLOPS_NAMESPACES", None)
-        full_env.update(
-            MLOPS_MLFLOW_TRACKING_URI=self.tracking_uri,
-            MLOPS_METRICS_PORT=str(self.metrics_port),
-            MLOPS_METRICS_HOST="127.0.0.1",
-            MLOPS_RESYNC_SECONDS="3",
+        full_env.update({
+            "MLOPS_MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLOPS_METRICS_PORT": str(self.metrics_port),
+            "MLOPS_METRICS_HOST": "127.0.0.1",
+            "MLOPS_RESYNC_SECONDS": "3",
             **self.extra_env,
-            **env,
-        )
-        liveness = f"http://127.0.0.1:{self.liveness_port}/healthz"
-        self.proc = ManagedProcess(
-            "operator",
-            [sys.executable, "-m", "mlops_operator.cli", "run", "--verbose", "--liveness",
-             liveness, *(f"--namespace={ns}" for ns in self.namespaces)]
-            + ([] if self.namespaces else ["--all-namespaces"]),
-            self.log_path,
-            env=full_env,
-        ).start()
-        import httpx
-
-        # kopf answers /healthz only once its startup handlers ran and it is watching
-        self.proc.wait_until(
-            lambda: httpx.get(liveness, timeout=2).status_code == 200,
-            timeout=90,
-            what="live (kopf /healthz)",
+            **env,  # may override any of the above
+        })
+        self.proc = start_operator(
+            full_env, self.log_path, self.namespaces, verbose=True,
+            liveness_port=self.liveness_port, timeout=90,
         )
         return self
 

@@ -6,11 +6,14 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .procs import LocalStackError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -69,13 +72,32 @@ class Cluster:
 
         return str(json.loads(out)["serverVersion"]["gitVersion"])
 
-    def wait_for(self, what: str, check, timeout: float = 60, interval: float = 0.25):  # noqa: ANN001
+    def wait_for(
+        self, what: str, check: Callable[[], T], timeout: float = 60, interval: float = 0.25
+    ) -> T:
         """Poll ``check()`` until it returns a truthy value; return it, or fail naming ``what``."""
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            last = check()
-            if last:
-                return last
-            time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+        return poll(what, check, timeout=timeout, interval=interval)
+
+
+def poll(
+    what: str,
+    check: Callable[[], T],
+    timeout: float = 60.0,
+    interval: float = 0.25,
+    alive: Callable[[], str | None] | None = None,
+) -> T:
+    """Poll ``check`` until it returns something truthy and return that; fail naming ``what``.
+
+    ``alive`` (optional) is asked between polls; a non-empty answer (e.g. "operator died: ...")
+    fails at once instead of waiting out the timeout.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        if alive is not None and (why := alive()):
+            raise AssertionError(f"{why} (while waiting for {what})")
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,20 +121,7 @@ class LocalStack:
             )
             if self.mlflow:
                 env["MLOPS_MLFLOW_TRACKING_URI"] = self.mlflow.tracking_uri
-            liveness = f"http://127.0.0.1:{free_port()}/healthz"
-            self.operator = ManagedProcess(
-                "operator",
-                [sys.executable, "-m", "mlops_operator.cli", "run", "--all-namespaces",
-                 "--liveness", liveness],
-                self.state_dir / "operator.log",
-                env=env,
-            ).start()
-            # kopf answers /healthz only once its startup handlers ran and it is watching
-            self.operator.wait_until(
-                lambda: httpx.get(liveness, timeout=2).status_code == 200,
-                timeout=120,
-                what="live (kopf /healthz)",
-            )
+            self.operator = start_operator(env, self.state_dir / "operator.log")
             self.state["components"]["operator"] = f"metrics http://127.0.0.1:{metrics_port}/metrics"
         self.state["ready"] = True
         self._write_state()
@@ -169,6 +157,35 @@ class LocalStack:
                 self.check()
         finally:
             self.stop()
+
+
+def start_operator(
+    env: dict[str, str],
+    log_path: Path,
+    namespaces: Sequence[str] = (),
+    *,
+    verbose: bool = False,
+    liveness_port: int | None = None,
+    timeout: float = 120,
+) -> ManagedProcess:
+    """``mlops-operator run`` as a child process; returns once kopf's ``/healthz`` answers.
+
+    kopf answers its liveness endpoint only after the startup handlers ran and the watches
+    started, so "live" here means "reconciling". ``namespaces`` (globs allowed) limit the scope;
+    none means cluster-wide.
+    """
+    liveness = f"http://127.0.0.1:{liveness_port or free_port()}/healthz"
+    argv = [sys.executable, "-m", "mlops_operator.cli", "run", "--liveness", liveness]
+    argv += [f"--namespace={ns}" for ns in namespaces] or ["--all-namespaces"]
+    if verbose:
+        argv.append("--verbose")
+    proc = ManagedProcess("operator", argv, log_path, env=env).start()
+    proc.wait_until(
+        lambda: httpx.get(liveness, timeout=2).status_code == 200,
+        timeout=timeout,
+        what="live (kopf /healthz)",
+    )
+    return proc
 
 
 def up_detached(state_dir: Path, extra_args: list[str], timeout: float = 600) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from mlops_operator.local.cluster import poll
 
 GROUP_PLURAL = "modelversions.mlops.dev"
 
@@ -131,16 +132,12 @@ class MV:
         return list(json.loads(out.stdout)["items"])
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = check()
-            if last:
-                return last
+        def alive() -> str | None:
             if self.operator is not None and not self.operator.alive():
-                raise AssertionError(f"operator died:\n{self.operator.logs()[-3000:]}")
-            time.sleep(0.3)
-        raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+                return f"operator died:\n{self.operator.logs()[-3000:]}"
+            return None
+
+        return poll(what, check, timeout=timeout, interval=0.3, alive=alive)
 
     def wait_phase(self, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
         """Wait until ``status.phase`` is one of ``phases``; return the status."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
 import yaml
+
+from mlops_operator.local.cluster import poll
 
 T = TypeVar("T")
 
@@ -36,14 +37,7 @@ class Kube:
     def wait_for(what: str, check: Callable[[], T], timeout: float = 60.0,
                  interval: float = 0.25) -> T:
         """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = check()
-            if last:
-                return last
-            time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+        return poll(what, check, timeout=timeout, interval=interval)
 
 
 @pytest.fixture

