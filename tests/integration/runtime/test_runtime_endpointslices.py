@@ -50,7 +50,10 @@ def test_pod_fallback_for_loopback_pod_ips(k8s_client, namespace) -> None:  # no
         name = f"iris-b-{i}"
         core.create_namespaced_pod(namespace, {
             "metadata": {"name": name, "labels": {"app": "iris-b"}},
-            "spec": {"containers": [{"name": "server", "image": "mlops-runtime:dev",
+            # bound to a node that does not exist, so a running node stand-in leaves them
+            # alone and the status written below stays as written
+            "spec": {"nodeName": "no-such-node",
+                     "containers": [{"name": "server", "image": "mlops-runtime:dev",
                                      "ports": [{"name": "http", "containerPort": 8080}]}]}})  # fmt: skip
         core.patch_namespaced_pod_status(name, namespace, {"status": {
             "phase": "Running", "podIP": f"127.10.9.{i}", "podIPs": [{"ip": f"127.10.9.{i}"}],
