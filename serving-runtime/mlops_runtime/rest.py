@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -253,13 +253,15 @@ def create_app(settings: RuntimeSettings | None = None, plane: DataPlane | None 
 
     # -- inference ---------------------------------------------------------------------------
 
-    async def _infer(request: Request, model_name: str, model_version: str | None) -> Response:
+    async def _serve(
+        endpoint: str, request: Request, run: Callable[[bytes], Awaitable[bytes]]
+    ) -> Response:
+        """Read the body, run it through the data plane, count and time the request."""
         started = time.perf_counter()
         code = 500
         plane.batcher.enter()
         try:
-            body = await read_body(request, limit)
-            payload = await plane.infer(model_name, model_version, body)
+            payload = await run(await read_body(request, limit))
             code = 200
             return Response(payload, media_type=JSON)
         except RuntimeServingError as exc:
@@ -267,7 +269,12 @@ def create_app(settings: RuntimeSettings | None = None, plane: DataPlane | None 
             raise
         finally:
             plane.batcher.leave()
-            metrics.observe_request("infer", code, time.perf_counter() - started)
+            metrics.observe_request(endpoint, code, time.perf_counter() - started)
+
+    async def _infer(request: Request, model_name: str, model_version: str | None) -> Response:
+        return await _serve(
+            "infer", request, lambda body: plane.infer(model_name, model_version, body)
+        )
 
     infer_doc: dict[str, Any] = {
         "tags": ["inference"],
@@ -291,19 +298,7 @@ def create_app(settings: RuntimeSettings | None = None, plane: DataPlane | None 
               openapi_extra=_request_body(protocol.PredictRequest))  # fmt: skip
     async def predict(request: Request) -> Response:
         """Simple JSON prediction: ``{"instances": [[...], ...]}`` → ``{"predictions": [...]}``."""
-        started = time.perf_counter()
-        code = 500
-        plane.batcher.enter()
-        try:
-            payload = await plane.predict_instances(await read_body(request, limit))
-            code = 200
-            return Response(payload, media_type=JSON)
-        except RuntimeServingError as exc:
-            code = exc.status_code
-            raise
-        finally:
-            plane.batcher.leave()
-            metrics.observe_request("predict", code, time.perf_counter() - started)
+        return await _serve("predict", request, plane.predict_instances)
 
     @app.get("/metrics", tags=["metrics"], response_class=Response)
     async def prometheus_metrics() -> Response:
