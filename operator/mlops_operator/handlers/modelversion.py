@@ -285,6 +285,15 @@ def _pipeline(
                       message=f"registered {mv.source} as {mv.model} v{version_obj.version}")
     except reg.SourceNotFound as exc:
         st.cond("MLflowReachable", True, "Reachable", "")
+        if mv.version is not None:
+            # A pinned version may simply not be registered yet (GitOps applies the
+            # ModelVersion before the training that makes it finishes): wait for it.
+            message = f"{exc}; waiting for it to be registered"
+            if (get_condition(st.conditions, "Ready") or {}).get("reason") != "VersionNotFound":
+                kopf.warn(body, reason="VersionNotFound", message=message)
+            st.set(phase="Pending", message=message)
+            st.cond("Ready", False, "VersionNotFound", message)
+            raise kopf.TemporaryError(message, delay=max(5.0, cfg.resync_seconds)) from exc
         _fail(st, body, "SourceNotFound", str(exc))
         observe_stage("validation", "failure", time.monotonic() - started)
         raise kopf.PermanentError(str(exc)) from exc

@@ -56,8 +56,9 @@ def test_each_gate_type_failing_rejects(case: str, mv: Any, registry: Any,
     assert event["type"] == "Warning"
 
 
-def test_missing_source_and_version_fail_with_reason(mv: Any, registry: Any,
-                                                     model_name: str, mv_operator: Any) -> None:
+def test_missing_source_fails_and_a_missing_version_is_waited_for(
+    mv: Any, registry: Any, model_name: str, mv_operator: Any
+) -> None:
     registry.version(model_name, GOOD)  # the model exists, version 2 does not
     mv.apply("no-run", {"model": model_name, "source": "runs:/" + "0" * 32 + "/model"})
     mv.apply("no-version", {"model": model_name, "version": "2"})
@@ -65,7 +66,6 @@ def test_missing_source_and_version_fail_with_reason(mv: Any, registry: Any,
     mv.apply("no-model", {"model": model_name, "source": f"runs:/{run_id}/model"})
     expected = {
         "no-run": f"run {'0' * 32} does not exist",
-        "no-version": f"model {model_name} has no version 2",
         "no-model": f"run {run_id} has no model at 'model'",
     }
     for name, text in expected.items():
@@ -80,3 +80,15 @@ def test_missing_source_and_version_fail_with_reason(mv: Any, registry: Any,
     assert registry.aliases(model_name) == {}
     text = mv_operator.metrics()
     assert 'mlops_stage_total{result="failure",stage="validation"}' in text
+
+    # a pinned version that does not exist yet is waited for, not failed (GitOps ordering)
+    ready = mv.wait("no-version waiting", lambda: (
+        c if (c := mv.condition("no-version", "Ready")).get("reason") == "VersionNotFound"
+        else None))
+    assert f"model {model_name} has no version 2" in ready["message"]
+    assert mv.status("no-version")["phase"] == "Pending"
+    assert mv.wait_event("no-version", "VersionNotFound")["type"] == "Warning"
+    registry.version(model_name, GOOD)  # version 2 gets registered (e.g. training finished)
+    st = mv.wait_phase("no-version", "Promoted", "Rejected", "Failed", timeout=90)
+    assert st["phase"] == "Promoted" and st["version"] == "2"
+    assert registry.aliases(model_name) == {"champion": "2"}
