@@ -38,8 +38,10 @@ def load_dataset(uri: str, target: str | None = None) -> tuple[Any, Any]:
         loader = getattr(datasets, f"load_{name}", None)
         if loader is None:
             raise ValueError(f"unknown sklearn dataset {name!r} in {uri}")
-        x, y = loader(return_X_y=True, as_frame=True)
+        bunch = loader(as_frame=True)
+        x, y = bunch.data, bunch.target
         _, x_test, _, y_test = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
+        y_test.attrs["target_names"] = [str(n) for n in getattr(bunch, "target_names", [])]
         return x_test, y_test
     import pandas as pd
 
@@ -48,6 +50,20 @@ def load_dataset(uri: str, target: str | None = None) -> tuple[Any, Any]:
     if column not in frame.columns:
         raise ValueError(f"target column {column!r} not in {uri}")
     return frame.drop(columns=[column]), frame[column]
+
+
+def align_labels(y: Any, predicted: Sequence[Any]) -> list[Any]:
+    """The true labels in the model's vocabulary.
+
+    scikit-learn's built-in sets label classes 0..n-1; the reference trainer (and many users)
+    train on the class names instead. When the model predicts names and the labels are numbers
+    with known names, compare names.
+    """
+    labels = list(y)
+    names = list(getattr(y, "attrs", {}).get("target_names") or [])
+    if names and predicted and isinstance(predicted[0], str) and not isinstance(labels[0], str):
+        return [names[int(v)] for v in labels]
+    return labels
 
 
 def compute_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], prefix: str) -> dict[str, float]:
@@ -94,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         x, y = load_dataset(args.dataset, args.target)
         model = mlflow.pyfunc.load_model(args.model_uri)
-        metrics = compute_metrics(list(y), list(model.predict(x)), args.prefix)
+        predicted = list(model.predict(x))
+        metrics = compute_metrics(align_labels(y, predicted), predicted, args.prefix)
         import time
 
         now = int(time.time() * 1000)

@@ -80,3 +80,30 @@ def test_iris_example_is_trained_registered_validated_and_promoted(stack: LocalS
 
     listing = cluster.kubectl("get", "mlops", "-A").stdout
     assert "iris-train-1" in listing and mv_name in listing and "Promoted" in listing
+
+
+def test_trained_model_passes_the_holdout_validation_job(stack: LocalStack) -> None:
+    """The reference trainer's model (class names) through the evaluator's holdout Job."""
+    import yaml
+
+    state = stack.state
+    cluster = Cluster(Path(state["kubeconfig"]), kubectl_path=state["kubectl"], kind="local")
+    doc = yaml.safe_load((REPO / "examples/iris/modelversion-holdout.yaml").read_text())
+    doc["metadata"]["name"] = "iris-holdout-v1"
+    doc["spec"]["version"] = "1"  # the version the first test trained and promoted
+    cluster.kubectl("apply", "-n", "demo", "-f", "-", input=yaml.safe_dump(doc))
+
+    def status() -> dict:
+        out = cluster.kubectl("get", "mv", "iris-holdout-v1", "-n", "demo", "-o", "json")
+        return json.loads(out.stdout).get("status", {})
+
+    cluster.wait_for(
+        "the holdout ModelVersion to be decided",
+        lambda: status().get("phase") in ("Promoted", "Rejected", "Failed"),
+        timeout=180,
+    )
+    st = status()
+    assert st["phase"] == "Promoted", json.dumps(st, indent=2)
+    checks = {c["name"]: c for c in st["checks"]}
+    assert checks["holdout_accuracy >= min"]["value"] > 0.9
+    assert st["alias"] == "challenger"
