@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import time
 from typing import Any
 
 import pytest
+
+from mlops_operator.local.cluster import poll
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +54,13 @@ def test_node_is_registered_ready_with_a_fresh_lease(cluster: Any, local_node: A
         age = dt.datetime.now(dt.UTC) - lease.spec.renew_time
         assert age < dt.timedelta(seconds=lease.spec.lease_duration_seconds)
         first = lease.spec.renew_time
-        deadline = time.monotonic() + 20  # renewed every 10 s
-        while time.monotonic() < deadline:
-            lease = client.CoordinationV1Api(api).read_namespaced_lease(local_node.name,
-                                                                         "kube-node-lease")
-            if lease.spec.renew_time > first:
-                break
-            time.sleep(0.5)
-        assert lease.spec.renew_time > first, "the node's lease was not renewed"
+        coordination = client.CoordinationV1Api(api)
+        poll(  # renewed every 10 s
+            "the node's lease to be renewed",
+            lambda: coordination.read_namespaced_lease(
+                local_node.name, "kube-node-lease").spec.renew_time > first,
+            timeout=20, interval=0.5,
+        )
     finally:
         api.close()
 

@@ -7,12 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from mlops_operator.local.cluster import poll
 from mlops_runtime.rest import create_app
 from mlops_runtime.settings import RuntimeSettings
 
@@ -22,12 +22,8 @@ ROW = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.
 
 
 def _ready(client: TestClient) -> None:
-    for _ in range(600):
-        r = client.get("/v2/health/ready")
-        if r.status_code == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError(r.text)
+    poll("the model server to be ready",
+         lambda: client.get("/v2/health/ready").status_code == 200, timeout=30, interval=0.05)
 
 
 def test_serve_by_version(registered_iris, monkeypatch) -> None:  # noqa: ANN001
@@ -75,10 +71,7 @@ def test_unknown_alias_is_not_ready_with_the_reason(registered_iris, monkeypatch
     name = registered_iris.name
     app = create_app(RuntimeSettings(model_uri=f"models:/{name}@nope", load_retries=1))
     with TestClient(app) as c:
-        for _ in range(600):
-            if app.state.plane.load_error:
-                break
-            time.sleep(0.05)
+        poll("the load error", lambda: app.state.plane.load_error, timeout=30, interval=0.05)
         r = c.get("/v2/health/ready")
         assert r.status_code == 503 and "nope" in r.json()["error"]
         assert "nope" in c.get(f"/v2/models/{name}").json()["parameters"]["reason"]
@@ -103,14 +96,14 @@ def test_cli_serve_binds_the_pod_ip_and_shuts_down_gracefully(registered_iris, t
     try:
         url = f"http://{host}:{port}"
         with httpx.Client(base_url=url, timeout=5) as http:
-            for _ in range(1200):
+            def ready() -> bool:
                 try:
-                    if http.get("/v2/health/ready").status_code == 200:
-                        break
+                    return http.get("/v2/health/ready").status_code == 200
                 except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, "server exited"
-                time.sleep(0.05)
+                    return False
+
+            poll("the served model to be ready", ready, timeout=60, interval=0.05,
+                 alive=lambda: None if proc.poll() is None else "server exited")
             r = http.post(f"/v2/models/{registered_iris.name}/infer", json=ROW)
             assert r.status_code == 200 and r.json()["model_version"] == "2"
         with pytest.raises(httpx.TransportError):  # bound to the pod IP only

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from mlops_operator.local.cluster import poll
 from mlops_operator.local.procs import (
     ComponentExited,
     LocalStackError,
@@ -62,10 +62,7 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
             return True
         return state in ("Z", "X")
 
-    deadline = time.monotonic() + 10
-    while not gone() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gone(), "the grandchild outlived stop()"
+    poll("the grandchild to be gone after stop()", gone, timeout=10, interval=0.05)
 
 
 def test_busy_port_is_a_clear_error() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from mlops_operator.local.cluster import poll
 from mlops_runtime.drift import compute_baseline
 from mlops_runtime.rest import create_app
 from mlops_runtime.settings import RuntimeSettings
@@ -65,15 +66,10 @@ def make_client(iris_model_dir: Path) -> Iterator[Callable[..., TestClient]]:
         client.__exit__(None, None, None)
 
 
-def _wait_ready(client: TestClient, attempts: int = 600) -> None:
+def _wait_ready(client: TestClient, timeout: float = 30) -> None:
     """Poll readiness (the model loads in the background) without a fixed sleep."""
-    import time
-
-    for _ in range(attempts):
-        if client.get("/v2/health/ready").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not ready: {client.get('/v2/health/ready').json()}")
+    poll("the model server to be ready",
+         lambda: client.get("/v2/health/ready").status_code == 200, timeout=timeout, interval=0.05)
 
 
 @pytest.fixture
