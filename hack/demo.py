@@ -31,7 +31,7 @@ def _wait(what: str, check, timeout: float = 600.0):  # noqa: ANN001, ANN202
 def main() -> int:
     state_dir = stack.default_state_dir()
     state = stack.read_state(state_dir)
-    if not (state and state.get("ready") and stack._alive(int(state.get("pid", 0)))):
+    if not (state and state.get("ready") and stack.alive(int(state.get("pid", 0)))):
         print("demo: starting the local stack (first run builds Kubernetes from Go: ~10 min)")
         try:
             state = stack.up_detached(state_dir, [])

@@ -82,7 +82,7 @@ def _local(args: argparse.Namespace) -> int:
             print("stopped" if stack.down(state_dir) else "no local stack was running")
             return 0
         state = stack.read_state(state_dir)
-        if not state or not stack._alive(int(state.get("pid", 0))):
+        if not state or not stack.alive(int(state.get("pid", 0))):
             print("no local stack is running")
             return 1
         print(json.dumps(state, indent=2))

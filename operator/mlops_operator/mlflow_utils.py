@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import kopf
@@ -24,17 +25,22 @@ TAG_MODELVERSION = "mlops.dev/modelversion"
 TAG_REGISTRATION_KEY = "mlops.dev/registration-key"
 
 
+@lru_cache(maxsize=8)
 def make_client(tracking_uri: str, timeout: float = 10.0, retries: int = 0) -> MlflowClient:
     """An MlflowClient that fails fast (kopf's backoff does the retrying, not urllib3's).
 
-    MLflow reads its HTTP timeout/retry knobs from the environment at request time, so they
-    are set for this (operator) process.
+    One client per URI and settings, made once and shared by the handlers. MLflow reads its
+    HTTP timeout/retry knobs from the environment at request time, so they are set for this
+    (operator) process, as is the process-wide tracking URI that MLflow's artifact helpers
+    (``runs:/`` sources) use.
     """
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, timeout)))
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    import mlflow
     from mlflow.tracking import MlflowClient
 
+    mlflow.set_tracking_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 

@@ -60,26 +60,19 @@ def metric_gate_checks(
                 message=f"metric {gate.name} not found in run {run_id}",
             )
         ]
-    if gate.min is not None:
-        ok = value >= gate.min
+    bounds = (("min", gate.min, ">=", "<", value >= (gate.min or 0.0)),
+              ("max", gate.max, "<=", ">", value <= (gate.max or 0.0)))
+    for kind, threshold, holds, fails, ok in bounds:
+        if threshold is None:
+            continue
         checks.append(
             Check(
-                name=f"{gate.name} >= min",
+                name=f"{gate.name} {holds} {kind}",
                 value=value,
-                threshold=gate.min,
+                threshold=threshold,
                 passed=ok,
-                message=f"{gate.name} {_fmt(value)} {'>=' if ok else '<'} min {_fmt(gate.min)}",
-            )
-        )
-    if gate.max is not None:
-        ok = value <= gate.max
-        checks.append(
-            Check(
-                name=f"{gate.name} <= max",
-                value=value,
-                threshold=gate.max,
-                passed=ok,
-                message=f"{gate.name} {_fmt(value)} {'<=' if ok else '>'} max {_fmt(gate.max)}",
+                message=f"{gate.name} {_fmt(value)} {holds if ok else fails} {kind} "
+                f"{_fmt(threshold)}",
             )
         )
     if gate.compare_to is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from typing import Any
 
 import uvicorn
 
@@ -19,19 +20,28 @@ def uvicorn_speedups() -> dict[str, str]:
     }
 
 
-def serve(settings: RuntimeSettings) -> None:
-    """Serve until SIGTERM/SIGINT; in-flight requests are drained before exit."""
+def run_asgi(
+    app: Any, host: str, port: int, log_level: str, graceful_shutdown_s: float, **extra: Any
+) -> None:
+    """Serve ``app`` under uvicorn until SIGTERM/SIGINT, draining in-flight requests."""
     logging.basicConfig(
-        level=settings.log_level.upper(),
+        level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
         access_log=False,
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        timeout_graceful_shutdown=graceful_shutdown_s,
         **uvicorn_speedups(),
+        **extra,
     )
     uvicorn.Server(config).run()
+
+
+def serve(settings: RuntimeSettings) -> None:
+    """Serve until SIGTERM/SIGINT; in-flight requests are drained before exit."""
+    run_asgi(create_app(settings), settings.host, settings.port, settings.log_level,
+             settings.graceful_shutdown_s)

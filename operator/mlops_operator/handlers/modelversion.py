@@ -155,11 +155,7 @@ def _settings(memo: Any) -> OperatorSettings:
 
 
 def _client(cfg: OperatorSettings) -> Any:
-    import mlflow
-
-    # artifact listing (runs:/ sources) goes through the process-wide tracking URI
-    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
-    return make_client(cfg.mlflow_tracking_uri, timeout=cfg.mlflow_request_timeout)
+    return make_client(cfg.mlflow_tracking_uri, cfg.mlflow_request_timeout)
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -68,8 +69,6 @@ class Cluster:
 
     def server_version(self) -> str:
         out = self.kubectl("version", "-o", "json").stdout
-        import json
-
         return str(json.loads(out)["serverVersion"]["gitVersion"])
 
     def wait_for(

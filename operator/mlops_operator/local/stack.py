@@ -45,7 +45,7 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -191,7 +191,7 @@ def start_operator(
 def up_detached(state_dir: Path, extra_args: list[str], timeout: float = 600) -> dict[str, Any]:
     """Start the supervisor in the background and wait until it reports ready."""
     state = read_state(state_dir)
-    if state and _alive(int(state.get("pid", 0))):
+    if state and alive(int(state.get("pid", 0))):
         raise LocalStackError(
             f"a local stack is already running (pid {state['pid']}, {state_dir}); "
             "`mlops-operator local down` first"
@@ -227,14 +227,14 @@ def down(state_dir: Path, timeout: float = 60) -> bool:
     if not state:
         return False
     pid = int(state.get("pid", 0))
-    if not pid or not _alive(pid):
+    if not pid or not alive(pid):
         (state_dir / "state.json").unlink(missing_ok=True)
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and alive(pid):
         time.sleep(0.2)
-    if _alive(pid):
+    if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     return True
