@@ -68,7 +68,8 @@ def test_iris_example_is_trained_registered_validated_and_promoted(stack: LocalS
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(state["mlflowTrackingUri"])
+    uri = state["mlflowTrackingUri"]
+    client = MlflowClient(uri, registry_uri=uri)  # not the process-wide registry URI
     champion = client.get_model_version_by_alias("iris", "champion")
     assert champion.version == str(mv_status["version"])
     assert champion.run_id == run_id

@@ -55,7 +55,9 @@ class Registry:
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        with mlflow.start_run() as run:
+        # an explicit experiment: the fluent API's active experiment is process-wide and may
+        # still point at another store when an in-process trainer test ran first
+        with mlflow.start_run(experiment_id="0") as run:
             if metrics:
                 mlflow.log_metrics(metrics)
             if log_model:

@@ -31,7 +31,9 @@ def registered_iris(mlflow_server) -> Registered:  # noqa: ANN001
     data = load_iris()
     X, y, names = data.data, data.target, list(data.feature_names)
     name = f"iris-rt-{uuid.uuid4().hex[:6]}"
-    mlflow.set_tracking_uri(mlflow_server.tracking_uri)
+    uri = mlflow_server.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # process-wide: another suite may have pointed it elsewhere
     mlflow.set_experiment(f"runtime-{name}")
     run_ids = []
     for c in (0.1, 1.0):
@@ -43,5 +45,5 @@ def registered_iris(mlflow_server) -> Registered:  # noqa: ANN001
             )  # fmt: skip
             mlflow.log_dict(compute_baseline(X, names), BASELINE_ARTIFACT)
             run_ids.append(run.info.run_id)
-    MlflowClient().set_registered_model_alias(name, "champion", "2")
+    MlflowClient(uri, registry_uri=uri).set_registered_model_alias(name, "champion", "2")
     return Registered(mlflow_server.tracking_uri, name, (run_ids[0], run_ids[1]))
