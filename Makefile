@@ -14,8 +14,8 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # the project, editable, with every extra
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[runtime,dev,dvc]'
+$(VENV)/.installed: pyproject.toml localstack/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ./localstack -e '.[runtime,dev,dvc]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlops_operator.local import stack
-from mlops_operator.local.cluster import Cluster, poll
-from mlops_operator.local.procs import LocalStackError
+from mlops_localstack import stack
+from mlops_localstack.cluster import Cluster, poll
+from mlops_localstack.procs import LocalStackError
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "iris" / "trainingrun.yaml"

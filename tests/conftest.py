@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_operator.local.cluster import Cluster
+from mlops_localstack.cluster import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO / "crds"
@@ -70,8 +70,8 @@ def cluster(
         finally:
             kind.delete()
         return
-    from mlops_operator.local.binaries import ensure_binaries
-    from mlops_operator.local.controlplane import ControlPlane
+    from mlops_localstack.binaries import ensure_binaries
+    from mlops_localstack.controlplane import ControlPlane
 
     binaries = ensure_binaries()
     cp = ControlPlane(tmp_path_factory.mktemp("controlplane"), binaries=binaries).start()
@@ -132,7 +132,7 @@ def node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):  # noqa: A
     if cluster.kind != "local":
         yield None  # a real cluster has real kubelets
         return
-    from mlops_operator.local.node import NodeStandIn
+    from mlops_localstack.node import NodeStandIn
 
     stand_in = NodeStandIn(cluster.kubeconfig, workdir=tmp_path_factory.mktemp("node"))
     stand_in.start()
@@ -145,7 +145,7 @@ def node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):  # noqa: A
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A real MLflow tracking server (sqlite + local artifacts) for the session."""
-    from mlops_operator.local.mlflow_server import MlflowServer
+    from mlops_localstack.mlflow_server import MlflowServer
 
     server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
     try:
@@ -161,7 +161,7 @@ class OperatorProcess:
         self, cluster: Cluster, tracking_uri: str, workdir: Path, extra_env=None,
         namespaces: list[str] | None = None,
     ):
-        from mlops_operator.local.procs import free_port
+        from mlops_localstack.procs import free_port
 
         self.cluster = cluster
         # operators in tests watch only their tests' namespaces (globs allowed), so that two
@@ -180,7 +180,7 @@ class OperatorProcess:
         return self.workdir / f"operator-{self.starts}.log"
 
     def start(self, **env: str) -> OperatorProcess:
-        from mlops_operator.local.stack import start_operator
+        from mlops_localstack.stack import start_operator
 
         self.starts += 1
         full_env = self.cluster.env

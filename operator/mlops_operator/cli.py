@@ -44,11 +44,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _local(args: argparse.Namespace) -> int:
-    from .local import stack
-    from .local.procs import LocalStackError
+    try:  # the local stack is its own package (the ``dev`` extra); never imported otherwise
+        from mlops_localstack import stack
+        from mlops_localstack.procs import LocalStackError
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("mlops_localstack"):
+            print("error: `mlops-operator local` needs the local stack: "
+                  "pip install 'mlops-operator[dev]'", file=sys.stderr)
+            return 2
+        raise
 
     if args.action == "build":
-        from .local.binaries import ensure_binaries
+        from mlops_localstack.binaries import ensure_binaries
 
         b = ensure_binaries()
         print(f"etcd: {b.etcd}\nkube-apiserver: {b.kube_apiserver}\n"

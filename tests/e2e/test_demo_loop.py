@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_operator.local.cluster import Cluster
-from mlops_operator.local.stack import LocalStack
+from mlops_localstack.cluster import Cluster
+from mlops_localstack.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlops_localstack.cluster import Cluster
 from mlops_operator import crdgen
-from mlops_operator.local.cluster import Cluster
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "mlops-operator"

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlops_operator.local.binaries import K8S_VERSION, Binaries, ensure_binaries
-from mlops_operator.local.cluster import Cluster
-from mlops_operator.local.controlplane import ControlPlane
-from mlops_operator.local.procs import ComponentExited
+from mlops_localstack.binaries import K8S_VERSION, Binaries, ensure_binaries
+from mlops_localstack.cluster import Cluster
+from mlops_localstack.controlplane import ControlPlane
+from mlops_localstack.procs import ComponentExited
 
 pytestmark = pytest.mark.integration
 

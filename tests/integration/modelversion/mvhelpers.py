@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_operator.local.cluster import poll
+from mlops_localstack.cluster import poll
 
 GROUP_PLURAL = "modelversions.mlops.dev"
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def own_mlflow(tmp_path: Path) -> Iterator[Any]:
-    from mlops_operator.local.mlflow_server import MlflowServer
+    from mlops_localstack.mlflow_server import MlflowServer
 
     server = MlflowServer(tmp_path / "mlflow").start()
     try:

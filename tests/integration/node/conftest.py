@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from mlops_operator.local.cluster import poll
+from mlops_localstack.cluster import poll
 
 T = TypeVar("T")
 

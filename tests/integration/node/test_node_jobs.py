@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlops_operator.local.cluster import poll
+from mlops_localstack.cluster import poll
 
 pytestmark = pytest.mark.integration
 

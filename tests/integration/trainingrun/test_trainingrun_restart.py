@@ -19,7 +19,7 @@ def run_until_failpoint(operator: Any, point: str, target: str) -> None:
     The failpoint may fire before the operator's /metrics answers, which makes the fixture's
     start raise: that is expected here.
     """
-    from mlops_operator.local.procs import ComponentExited
+    from mlops_localstack.procs import ComponentExited
 
     with contextlib.suppress(ComponentExited):
         operator.restart(MLOPS_FAILPOINT=f"{point}@{target}")

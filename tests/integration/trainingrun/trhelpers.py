@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from mlops_operator.local.cluster import poll
+from mlops_localstack.cluster import poll
 
 __all__ = ["poll"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_operator.local import binaries
-from mlops_operator.local.procs import LocalStackError
+from mlops_localstack import binaries
+from mlops_localstack.procs import LocalStackError
 
 
 def _fake(path: Path, body: str = "#!/bin/sh\necho fake\n") -> Path:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_operator.local.cluster import poll
-from mlops_operator.local.procs import (
+from mlops_localstack.cluster import poll
+from mlops_localstack.procs import (
     ComponentExited,
     LocalStackError,
     ManagedProcess,

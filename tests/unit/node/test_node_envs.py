@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from mlops_operator.local.node.envs import (
+from mlops_localstack.node.envs import (
     EnvError,
     expand_argv,
     expand_vars,

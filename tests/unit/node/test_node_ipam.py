@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from mlops_operator.local.node.ipam import AddressesExhausted, IPAllocator
+from mlops_localstack.node.ipam import AddressesExhausted, IPAllocator
 
 
 def test_sequential_unique_and_stable_per_owner() -> None:
@@ -63,7 +63,7 @@ def test_non_loopback_ranges_for_alias_mode_and_exclusions() -> None:
 def test_alias_listing_parses_ip_output(monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
-    from mlops_operator.local.node.ipam import LoopbackAliases
+    from mlops_localstack.node.ipam import LoopbackAliases
 
     out = (
         "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n"

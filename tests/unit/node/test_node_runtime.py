@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_operator.local.node.runtime import (
+from mlops_localstack.node.runtime import (
     DEFAULT_IMAGE_ENTRYPOINTS,
     ContainerConfigError,
     ImageEntrypoint,
@@ -125,7 +125,7 @@ def test_liveness_starts_healthy_and_needs_one_success() -> None:
 def test_tcp_and_exec_probes(tmp_path: Path) -> None:
     import socket
 
-    from mlops_operator.local.node.runtime import run_probe
+    from mlops_localstack.node.runtime import run_probe
 
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     with socket.socket() as server:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlops_operator.local.node.status import (
+from mlops_localstack.node.status import (
     ConditionInputs,
     ContainerView,
     Terminated,

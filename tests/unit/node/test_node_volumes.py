@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops_operator.local.node.volumes import (
+from mlops_localstack.node.volumes import (
     SERVICE_ACCOUNT_DIR,
     VolumeError,
     container_mounts,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from mlops_operator.local.cluster import poll
+from mlops_localstack.cluster import poll
 from mlops_runtime.drift import compute_baseline
 from mlops_runtime.rest import create_app
 from mlops_runtime.settings import RuntimeSettings

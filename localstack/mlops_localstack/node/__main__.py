@@ -1,4 +1,4 @@
-"""``python -m mlops_operator.local.node``."""
+"""``python -m mlops_localstack.node``."""
 
 import sys
 

@@ -98,7 +98,7 @@ class LocalStack:
             kubectl=kubectl,
         )
         self.state["components"]["control-plane"] = self.control_plane.server
-        from ..crdgen import write_crds  # the CRDs of this very code, not a stale copy
+        from mlops_operator.crdgen import write_crds  # the CRDs of this very code, not a stale copy
 
         cluster.apply_crds(sorted(write_crds(self.state_dir / "crds")))
         if self.with_mlflow:

@@ -23,7 +23,7 @@ from .runtime import DEFAULT_IMAGE_ENTRYPOINTS, ImageEntrypoint
 from .status import rfc3339, rfc3339_micro
 from .worker import PodWorker
 
-log = logging.getLogger("mlops_operator.local.node")
+log = logging.getLogger("mlops_localstack.node")
 
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 KUBELET_VERSION = "v1.34.4-mlops-local"
@@ -676,11 +676,11 @@ def _entrypoints_from_env() -> dict[str, ImageEntrypoint]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mlops_operator.local.node --kubeconfig K --workdir D``."""
+    """``python -m mlops_localstack.node --kubeconfig K --workdir D``."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m mlops_operator.local.node",
+        prog="python -m mlops_localstack.node",
         description="Run the local node stand-in (kubelet + container runtime as local processes).",
     )
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
