@@ -20,7 +20,7 @@ import yaml
 
 from .binaries import Binaries, ensure_binaries
 from .certs import make_pki
-from .procs import LocalStackError, ManagedProcess, ensure_port_free, free_port
+from .procs import Component, LocalStackError, ManagedProcess, ensure_port_free, free_port
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def write_kubeconfig(
 
 
 @dataclass
-class ControlPlane:
+class ControlPlane(Component):
     """etcd + kube-apiserver (+ kube-controller-manager) as child processes on 127.0.0.1."""
 
     workdir: Path
@@ -85,79 +85,77 @@ class ControlPlane:
         return httpx.Client(base_url=self.server, verify=ctx, timeout=5.0)
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> ControlPlane:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
     def _start(self) -> None:
         self.binaries = self.binaries or ensure_binaries()
         self.workdir.mkdir(parents=True, exist_ok=True)
         pki = make_pki(self.workdir / "pki")
-        logs = self.workdir / "logs"
-
         if self.etcd_port:
             ensure_port_free(self.etcd_port, what="etcd")
         else:
             self.etcd_port = free_port()
-        peer_port = free_port()
         if self.apiserver_port:
             ensure_port_free(self.apiserver_port, what="kube-apiserver")
         else:
             self.apiserver_port = free_port()
+        etcd_url = self._start_etcd()
+        self._start_apiserver(etcd_url, pki)
+        write_kubeconfig(
+            self.kubeconfig, self.server, pki["ca.crt"], pki["admin.crt"], pki["admin.key"],
+            "mlops-local-admin",
+        )
+        if self.controller_manager:
+            self._start_controller_manager(pki)
 
+    def _launch(self, name: str, argv: list[str]) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log").start()
+        self.processes.append(proc)
+        return proc
+
+    def _start_etcd(self) -> str:
+        """Start etcd and wait until healthy; return its client URL."""
+        assert self.binaries is not None
         etcd_url = f"http://127.0.0.1:{self.etcd_port}"
-        peer_url = f"http://127.0.0.1:{peer_port}"
-        etcd = ManagedProcess(
-            "etcd",
-            [
-                str(self.binaries.etcd),
-                "--name=default",
-                f"--data-dir={self.workdir / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}",
-                "--unsafe-no-fsync=true",
-                "--log-level=warn",
-            ],
-            logs / "etcd.log",
-        ).start()
-        self.processes.append(etcd)
+        peer_url = f"http://127.0.0.1:{free_port()}"
+        etcd = self._launch("etcd", [
+            str(self.binaries.etcd),
+            "--name=default",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=default={peer_url}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ])
         etcd.wait_until(
             lambda: httpx.get(f"{etcd_url}/health", timeout=2).json().get("health") == "true",
             timeout=self.startup_timeout,
         )
+        return etcd_url
 
-        apiserver = ManagedProcess(
-            "kube-apiserver",
-            [
-                str(self.binaries.kube_apiserver),
-                f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={self.apiserver_port}",
-                f"--tls-cert-file={pki['apiserver.crt']}",
-                f"--tls-private-key-file={pki['apiserver.key']}",
-                f"--client-ca-file={pki['ca.crt']}",
-                f"--requestheader-client-ca-file={pki['ca.crt']}",
-                "--authorization-mode=RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki['sa.pub']}",
-                f"--service-account-signing-key-file={pki['sa.key']}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--allow-privileged=true",
-                "--enable-priority-and-fairness=false",
-                "--profiling=false",
-                f"--cert-dir={self.workdir / 'apiserver-certs'}",
-            ],
-            logs / "kube-apiserver.log",
-        ).start()
-        self.processes.append(apiserver)
+    def _start_apiserver(self, etcd_url: str, pki: dict[str, Path]) -> None:
+        assert self.binaries is not None
+        apiserver = self._launch("kube-apiserver", [
+            str(self.binaries.kube_apiserver),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.apiserver_port}",
+            f"--tls-cert-file={pki['apiserver.crt']}",
+            f"--tls-private-key-file={pki['apiserver.key']}",
+            f"--client-ca-file={pki['ca.crt']}",
+            f"--requestheader-client-ca-file={pki['ca.crt']}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki['sa.pub']}",
+            f"--service-account-signing-key-file={pki['sa.key']}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+        ])
         with self._client() as client:
             apiserver.wait_until(
                 lambda: client.get("/readyz").status_code == 200,
@@ -165,39 +163,30 @@ class ControlPlane:
                 what="ready (/readyz)",
             )
 
-        write_kubeconfig(
-            self.kubeconfig, self.server, pki["ca.crt"], pki["admin.crt"], pki["admin.key"],
-            "mlops-local-admin",
-        )
-        if not self.controller_manager:
-            return
+    def _start_controller_manager(self, pki: dict[str, Path]) -> None:
+        assert self.binaries is not None
         kcm_kubeconfig = write_kubeconfig(
             self.workdir / "kcm.kubeconfig", self.server, pki["ca.crt"], pki["kcm.crt"],
             pki["kcm.key"], "system:kube-controller-manager",
         )
         kcm_port = free_port()
-        kcm = ManagedProcess(
-            "kube-controller-manager",
-            [
-                str(self.binaries.kube_controller_manager),
-                f"--kubeconfig={kcm_kubeconfig}",
-                f"--authentication-kubeconfig={kcm_kubeconfig}",
-                f"--authorization-kubeconfig={kcm_kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={kcm_port}",
-                f"--cert-dir={self.workdir / 'kcm-certs'}",
-                "--leader-elect=false",
-                "--use-service-account-credentials=true",
-                f"--service-account-private-key-file={pki['sa.key']}",
-                f"--root-ca-file={pki['ca.crt']}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller"
-                ",-persistentvolume-binder,-attachdetach,-persistentvolume-expander",
-                "--profiling=false",
-            ],
-            logs / "kube-controller-manager.log",
-        ).start()
-        self.processes.append(kcm)
+        kcm = self._launch("kube-controller-manager", [
+            str(self.binaries.kube_controller_manager),
+            f"--kubeconfig={kcm_kubeconfig}",
+            f"--authentication-kubeconfig={kcm_kubeconfig}",
+            f"--authorization-kubeconfig={kcm_kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={kcm_port}",
+            f"--cert-dir={self.workdir / 'kcm-certs'}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki['sa.key']}",
+            f"--root-ca-file={pki['ca.crt']}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller"
+            ",-persistentvolume-binder,-attachdetach,-persistentvolume-expander",
+            "--profiling=false",
+        ])
         kcm.wait_until(
             lambda: httpx.get(f"https://127.0.0.1:{kcm_port}/healthz", verify=False).status_code
             == 200,
@@ -225,12 +214,6 @@ class ControlPlane:
             except Exception as exc:  # noqa: BLE001 - keep stopping the others
                 log.warning("stopping %s failed: %s", proc.name, exc)
         self.processes.clear()
-
-    def __enter__(self) -> ControlPlane:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 
-from .procs import ManagedProcess, ensure_port_free, free_port
+from .procs import Component, ManagedProcess, ensure_port_free, free_port
 
 
 @dataclass
-class MlflowServer:
+class MlflowServer(Component):
     """``mlflow server`` on 127.0.0.1 with its store and artifacts under ``workdir``."""
 
     workdir: Path
@@ -26,7 +26,7 @@ class MlflowServer:
     def tracking_uri(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> MlflowServer:
+    def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.port:
             ensure_port_free(self.port, self.host, what="MLflow")
@@ -49,12 +49,7 @@ class MlflowServer:
         self.process = ManagedProcess(
             "mlflow", argv, self.workdir / "mlflow.log", env=env, cwd=self.workdir
         ).start()
-        try:
-            self.process.wait_until(self.healthy, timeout=self.startup_timeout, what="healthy")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self.process.wait_until(self.healthy, timeout=self.startup_timeout, what="healthy")
 
     def healthy(self) -> bool:
         try:
@@ -65,9 +60,3 @@ class MlflowServer:
     def stop(self) -> None:
         if self.process:
             self.process.stop()
-
-    def __enter__(self) -> MlflowServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -27,6 +28,34 @@ class LocalStackError(RuntimeError):
 
 class ComponentExited(LocalStackError):
     """A component exited while we were waiting for it to become healthy."""
+
+
+class Component:
+    """A part of the stack started by ``start()`` and stopped by ``stop()``.
+
+    Subclasses implement ``_start()`` and ``stop()``; ``start()`` calls ``stop()`` when
+    ``_start()`` fails half-way, so a failed start never leaves processes behind.
+    """
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

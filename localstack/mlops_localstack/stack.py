@@ -27,7 +27,7 @@ from .binaries import ensure_binaries
 from .cluster import Cluster
 from .controlplane import ControlPlane
 from .mlflow_server import MlflowServer
-from .procs import LocalStackError, ManagedProcess, free_port, tail
+from .procs import Component, LocalStackError, ManagedProcess, free_port, tail
 
 
 def default_state_dir() -> Path:
@@ -56,7 +56,7 @@ def alive(pid: int) -> bool:
 
 
 @dataclass
-class LocalStack:
+class LocalStack(Component):
     """Everything the demo and the e2e tests need, on loopback."""
 
     state_dir: Path
@@ -68,14 +68,6 @@ class LocalStack:
     node: Any = field(default=None, init=False)
     operator: ManagedProcess | None = field(default=None, init=False)
     state: dict[str, Any] = field(default_factory=dict, init=False)
-
-    def start(self) -> LocalStack:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _write_state(self) -> None:
         tmp = self.state_dir / "state.json.tmp"
