@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 
 class RuntimeServingError(Exception):
     """Base of every error the data plane raises on purpose; ``status_code`` is HTTP-flavoured."""
@@ -48,3 +50,8 @@ class InferenceFailed(RuntimeServingError):
     """The model raised on input that passed validation."""
 
     status_code = 500
+
+
+def error_body(exc: RuntimeServingError) -> tuple[int, bytes]:
+    """The one mapping of domain errors to HTTP: status code and ``{"error": ...}`` body."""
+    return exc.status_code, orjson.dumps({"error": exc.message})

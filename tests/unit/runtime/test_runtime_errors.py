@@ -91,6 +91,9 @@ def test_payload_over_the_limit_is_413(make_client, wait_ready) -> None:  # noqa
 
     r = small.post("/v2/models/iris/infer", content=chunks())
     assert r.status_code == 413
+    r = small.post("/predict", content=big)  # the FastAPI route reads with the same reader
+    assert r.status_code == 413 and "limit of 100 bytes" in r.json()["error"]
+    assert small.post("/predict", content=chunks()).status_code == 413
 
 
 def test_a_model_that_fails_to_load_is_not_ready(make_client, tmp_path) -> None:  # noqa: ANN001
