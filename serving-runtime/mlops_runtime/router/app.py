@@ -5,160 +5,56 @@ otherwise smooth weighted round robin. Within a variant, endpoints are used roun
 mirror, if any, gets a copy of the request in a background task; its response is dropped and it
 can neither delay nor change the client's response. The config is reloaded when its source
 changes and endpoints are rediscovered periodically, both without restart.
+
+The live state (config, splitter, endpoints) is in :mod:`~mlops_runtime.router.state`, the
+metrics in :mod:`~mlops_runtime.router.metrics`; the body is read by
+:func:`mlops_runtime.body.read_body`, shared with the model server, whose errors are mapped to
+HTTP by :func:`mlops_runtime.errors.error_body`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mlops_runtime.metrics import LATENCY_BUCKETS
-from mlops_runtime.router.config import RouterConfig, Upstream, parse_config
-from mlops_runtime.router.discovery import (
-    EndpointSliceDiscovery,
-    current_namespace,
-    read_configmap,
-)
-from mlops_runtime.router.hashing import SmoothWeightedRoundRobin, sticky_choice
+from mlops_runtime.body import read_body
+from mlops_runtime.errors import RuntimeServingError, error_body
+from mlops_runtime.router.config import parse_config
+from mlops_runtime.router.discovery import EndpointSliceDiscovery, current_namespace
+from mlops_runtime.router.metrics import RouterMetrics
 from mlops_runtime.router.settings import RouterSettings
+from mlops_runtime.router.state import ConfigSource, RouterState
 from mlops_runtime.router.upstream import UpstreamError, UpstreamPool
+
+__all__ = ["ConfigSource", "Router", "RouterMetrics", "RouterState", "create_router"]
 
 log = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 VARIANT_HEADER = b"x-mlops-variant"
 _JSON = [(b"content-type", b"application/json")]
+_DROP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding",
+                            b"date", b"server"})  # fmt: skip
 
 
-class RouterMetrics:
-    """Per-variant metrics of the router, in a registry of its own."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter("mlops_router_requests", "Forwarded requests",
-                                ["variant", "code"], registry=r)  # fmt: skip
-        self.latency = Histogram("mlops_router_request_duration_seconds",
-                                 "Latency through the router", ["variant"],
-                                 buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.errors = Counter("mlops_router_upstream_errors", "Upstream failures",
-                              ["variant"], registry=r)  # fmt: skip
-        self.mirror = Counter("mlops_router_mirror_requests", "Mirrored copies by result",
-                              ["result"], registry=r)  # fmt: skip
-        self.weight = Gauge("mlops_router_variant_weight", "Configured weight", ["variant"],
-                            registry=r)  # fmt: skip
-        self.endpoints = Gauge("mlops_router_variant_endpoints", "Ready endpoints", ["variant"],
-                               registry=r)  # fmt: skip
-        self.reloads = Counter("mlops_router_config_reloads", "Config reloads by result",
-                               ["result"], registry=r)  # fmt: skip
+async def _respond(send: Send, status: int, body: bytes, headers: Headers | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": headers if headers is not None else _JSON})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
 
 
-@dataclass(slots=True)
-class _Targets:
-    """The endpoints of one upstream and a round-robin cursor over them."""
-
-    urls: list[tuple[str, int]] = field(default_factory=list)
-    cursor: Any = None
-
-    def set(self, urls: list[str]) -> None:
-        parsed = []
-        for url in urls:
-            parts = urlsplit(url)
-            if parts.hostname and parts.port:
-                parsed.append((parts.hostname, parts.port))
-        if parsed != self.urls:
-            self.urls = parsed
-            self.cursor = itertools.cycle(parsed) if parsed else None
-
-    def pick(self) -> tuple[str, int] | None:
-        return next(self.cursor) if self.cursor is not None else None
-
-
-class RouterState:
-    """The live config, the traffic splitter and the discovered endpoints."""
-
-    def __init__(self, config: RouterConfig, namespace: str) -> None:
-        self.namespace = namespace
-        self.config = config
-        self.targets: dict[str, _Targets] = {}
-        self.apply(config)
-
-    def apply(self, config: RouterConfig) -> None:
-        """Switch to a new config; endpoints of unchanged upstreams are kept."""
-        self.config = config
-        self.weights = config.weights
-        self.splitter = SmoothWeightedRoundRobin(self.weights)
-        upstreams = self.upstreams()
-        self.targets = {u.name: self.targets.get(u.name, _Targets()) for u in upstreams}
-        for u in upstreams:
-            if u.endpoints is not None:
-                self.targets[u.name].set(u.endpoints)
-
-    def upstreams(self) -> list[Upstream]:
-        """Variants plus the mirror."""
-        config = self.config
-        return [*config.variants, *([config.mirror] if config.mirror else [])]
-
-    def choose(self, sticky_key: str | None) -> str:
-        """The variant for a request."""
-        if sticky_key:
-            return sticky_choice(sticky_key, self.weights)
-        return self.splitter.next()
-
-    def ready(self) -> bool:
-        """Every variant with a positive weight has at least one endpoint."""
-        return all(self.targets[v.name].urls for v in self.config.variants if v.weight > 0)
-
-
-class ConfigSource:
-    """Reads the config text from a file or a ConfigMap; :meth:`poll` returns new text only."""
-
-    def __init__(self, settings: RouterSettings, namespace: str, core_api: Any = None) -> None:
-        self.settings = settings
-        self.namespace = namespace
-        self._core_api = core_api
-        self._digest: str | None = None
-
-    def read(self) -> str:
-        """The current config text (blocking)."""
-        s = self.settings
-        if s.config:
-            with open(s.config, encoding="utf-8") as fh:
-                return fh.read()
-        if s.configmap:
-            namespace, _, name = s.configmap.rpartition("/")
-            return read_configmap(namespace or self.namespace, name, s.configmap_key,
-                                  self._core_api)  # fmt: skip
-        raise ValueError("no router config: set MLOPS_ROUTER_CONFIG or MLOPS_ROUTER_CONFIGMAP")
-
-    def poll(self) -> str | None:
-        """The config text if it changed since the last call, else ``None`` (blocking)."""
-        text = self.read()
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        if digest == self._digest:
-            return None
-        self._digest = digest
-        return text
+async def _error(send: Send, status: int, message: str) -> None:
+    await _respond(send, status, orjson.dumps({"error": message}))
 
 
 class Router:
@@ -180,7 +76,6 @@ class Router:
         self.mirror_in_flight = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._mirror_tasks: set[asyncio.Task[None]] = set()
-        self._children: dict[tuple[Any, ...], Any] = {}
 
     # -- config and discovery -----------------------------------------------------------------
 
@@ -219,9 +114,7 @@ class Router:
         if state is None:
             return
         for upstream in state.upstreams():
-            if upstream.service is None:
-                urls = upstream.endpoints or []
-            else:
+            if upstream.service is not None:
                 try:
                     urls = await asyncio.to_thread(self.discovery.endpoints, state.namespace,
                                                    upstream.service, upstream.port)  # fmt: skip
@@ -277,63 +170,25 @@ class Router:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    @staticmethod
-    async def _respond(send: Send, status: int, body: bytes,
-                       headers: list[tuple[bytes, bytes]] | None = None) -> None:  # fmt: skip
-        await send({"type": "http.response.start", "status": status,
-                    "headers": headers if headers is not None else _JSON})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
-
-    async def _error(self, send: Send, status: int, message: str) -> None:
-        await self._respond(send, status, orjson.dumps({"error": message}))
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        limit = self.settings.max_request_bytes
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
     async def _local(self, path: str, send: Send) -> bool:
         """Router-local endpoints; True if handled."""
+        state = self.state
         if path == "/metrics":
-            await self._respond(send, 200, generate_latest(self.metrics.registry),
-                                [(b"content-type", CONTENT_TYPE_LATEST.encode())])  # fmt: skip
+            await _respond(send, 200, generate_latest(self.metrics.registry),
+                           [(b"content-type", CONTENT_TYPE_LATEST.encode())])  # fmt: skip
         elif path == "/router/healthz":
-            await self._respond(send, 200, b'{"live":true}')
+            await _respond(send, 200, b'{"live":true}')
         elif path == "/router/ready":
-            ok = self.state is not None and self.state.ready()
-            await self._respond(send, 200 if ok else 503,
-                                orjson.dumps({"ready": ok} if ok else
-                                             {"ready": False, "error": "no endpoints yet"}))  # fmt: skip
+            ok = state is not None and state.ready()
+            await _respond(send, 200 if ok else 503,
+                           orjson.dumps({"ready": ok} if ok else
+                                        {"ready": False, "error": "no endpoints yet"}))  # fmt: skip
         elif path == "/router/status":
-            state = self.state
-            body = {"ready": bool(state and state.ready())}
-            if state is not None:
-                body.update(weights=state.weights, stickyHeader=state.config.sticky_header,
-                            mirror=state.config.mirror.name if state.config.mirror else None,
-                            endpoints={n: [f"http://{h}:{p}" for h, p in t.urls]
-                                       for n, t in state.targets.items()})  # fmt: skip
-            await self._respond(send, 200, orjson.dumps(body))
+            await _respond(send, 200, orjson.dumps({"ready": False} if state is None
+                                                   else state.status()))  # fmt: skip
         else:
             return False
         return True
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -341,54 +196,55 @@ class Router:
             return
         state = self.state
         if state is None:
-            await self._error(send, 503, "router has no valid config yet")
+            await _error(send, 503, "router has no valid config yet")
             return
         started = time.perf_counter()
-        body = await self._read_body(scope, receive)
-        if body is None:
-            await self._error(send, 413, f"payload exceeds {self.settings.max_request_bytes} bytes")
+        headers: Headers = scope["headers"]
+        try:
+            body = await read_body(headers, receive, self.settings.max_request_bytes)
+        except RuntimeServingError as exc:
+            await _respond(send, *error_body(exc))
             return
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        sticky_key = None
-        if state.config.sticky_header:
-            wanted = state.config.sticky_header.encode()
-            for name, value in headers:
-                if name == wanted:
-                    sticky_key = value.decode("latin-1")
-                    break
-        variant = state.choose(sticky_key)
+        variant = state.choose(state.sticky_key(headers))
         target = scope.get("raw_path") or path.encode()
         if scope.get("query_string"):
             target = target + b"?" + scope["query_string"]
         target_str = target.decode("latin-1")
         method = scope["method"]
-        mirror = state.config.mirror
-        if mirror is not None:
-            self._mirror(state, mirror.name, method, target_str, headers, body)
+        if state.config.mirror is not None:
+            self._mirror(state, state.config.mirror.name, method, target_str, headers, body)
+        if await self._forward(send, state, variant, method, target_str, headers, body):
+            elapsed = time.perf_counter() - started
+            self.metrics.child(self.metrics.latency, variant).observe(elapsed)
+
+    async def _forward(self, send: Send, state: RouterState, variant: str, method: str,
+                       target: str, headers: Headers, body: bytes) -> bool:  # fmt: skip
+        """Send the request to an endpoint of ``variant`` and relay its answer; False on 502/503."""
+        child = self.metrics.child
         endpoint = state.targets[variant].pick()
         if endpoint is None:
-            self._child(self.metrics.requests, variant, "503").inc()
-            await self._error(send, 503, f"variant {variant} has no ready endpoints")
-            return
+            child(self.metrics.requests, variant, "503").inc()
+            await _error(send, 503, f"variant {variant} has no ready endpoints")
+            return False
         try:
-            response = await self.pool.request(endpoint[0], endpoint[1], method, target_str,
+            response = await self.pool.request(endpoint[0], endpoint[1], method, target,
                                                headers, body)  # fmt: skip
         except UpstreamError as exc:
-            self._child(self.metrics.errors, variant).inc()
-            self._child(self.metrics.requests, variant, "502").inc()
-            await self._error(send, 502, f"variant {variant}: {exc}")
-            return
+            child(self.metrics.errors, variant).inc()
+            child(self.metrics.requests, variant, "502").inc()
+            await _error(send, 502, f"variant {variant}: {exc}")
+            return False
         out = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE]
         out.append((VARIANT_HEADER, variant.encode()))
-        await self._respond(send, response.status, response.body, out)
-        self._child(self.metrics.requests, variant, str(response.status)).inc()
-        self._child(self.metrics.latency, variant).observe(time.perf_counter() - started)
+        await _respond(send, response.status, response.body, out)
+        child(self.metrics.requests, variant, str(response.status)).inc()
+        return True
 
     def _mirror(self, state: RouterState, name: str, method: str, target: str,
-                headers: list[tuple[bytes, bytes]], body: bytes) -> None:  # fmt: skip
+                headers: Headers, body: bytes) -> None:  # fmt: skip
         endpoint = state.targets[name].pick()
         if endpoint is None or self.mirror_in_flight >= self.settings.mirror_max_in_flight:
-            self._child(self.metrics.mirror, "dropped").inc()
+            self.metrics.child(self.metrics.mirror, "dropped").inc()
             return
         self.mirror_in_flight += 1
         task = asyncio.get_running_loop().create_task(
@@ -398,19 +254,16 @@ class Router:
         task.add_done_callback(self._mirror_tasks.discard)
 
     async def _send_mirror(self, endpoint: tuple[str, int], method: str, target: str,
-                           headers: list[tuple[bytes, bytes]], body: bytes) -> None:  # fmt: skip
+                           headers: Headers, body: bytes) -> None:  # fmt: skip
         try:
             response = await self.pool.request(endpoint[0], endpoint[1], method, target,
                                                headers, body)  # fmt: skip
-            self._child(self.metrics.mirror, "ok" if response.status < 400 else "error").inc()
+            self.metrics.child(self.metrics.mirror,
+                               "ok" if response.status < 400 else "error").inc()  # fmt: skip
         except Exception:  # noqa: BLE001 - a mirror failure never reaches the client
-            self._child(self.metrics.mirror, "error").inc()
+            self.metrics.child(self.metrics.mirror, "error").inc()
         finally:
             self.mirror_in_flight -= 1
-
-
-_DROP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding",
-                            b"date", b"server"})  # fmt: skip
 
 
 def create_router(settings: RouterSettings | None = None, **kwargs: Any) -> Router:

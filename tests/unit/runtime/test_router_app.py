@@ -205,6 +205,10 @@ async def test_payload_limit_and_no_config(tmp_path: Path) -> None:
         async with router_for(tmp_path / "r.json", max_request_bytes=10) as router:
             status, _, body = await call(router, body=b"x" * 11)
             assert status == 413 and a.bodies == []
+            assert orjson.loads(body) == {"error": "payload exceeds the limit of 10 bytes"}
+            status, _, _ = await call(router, body=b"x", headers=[(b"content-length", b"11")])
+            assert status == 413 and a.bodies == []  # refused by its Content-Length
+            assert (await call(router, body=b"x" * 10))[0] == 200
     async with router_for(tmp_path / "missing.json") as router:
         status, _, body = await call(router)
         assert status == 503 and "no valid config" in orjson.loads(body)["error"]
