@@ -1,0 +1,635 @@
+"""Pure builders for a ModelDeployment's serving children: Deployments, Services, HPAs, router.
+
+No I/O here: the spec (the pydantic model), the pinned version and a few identifiers go in, a
+manifest dict comes out. The controller resolves aliases (``models:/iris@champion`` → ``3``)
+before it calls these, so every pod of a Deployment serves exactly one registry version.
+
+Objects and names (all ``≤ 63`` characters, shortened with a hash of the owner's name):
+
+===================================  ===========================================================
+``<md>-<variant>``                   Deployment + Service + HPA of the variant's stable version
+``<md>-<variant>-canary``            the same for a canary of the variant's new version
+``<md>``                             the entry Service: the router's pods (``builtin``) or every
+                                     model-server pod (``service``, see :mod:`.traffic`)
+``<md>-router``                      router Deployment, ConfigMap, ServiceAccount, Role, Binding
+===================================  ===========================================================
+
+Labels: every object carries ``app.kubernetes.io/managed-by``, ``mlops.dev/deployment`` and
+``mlops.dev/model``; model-server pods add ``mlops.dev/variant``, ``mlops.dev/version``,
+``mlops.dev/role`` (``stable`` | ``canary``) and ``app.kubernetes.io/component: model-server``.
+
+**Services select by role.** The Service ``<md>-<variant>`` selects only the variant's
+``stable`` pods and ``<md>-<variant>-canary`` only its ``canary`` pods, so the router and
+Gateway API weights between the two are exact (no pod is reachable through both). A
+Deployment's selector never contains the version (selectors are immutable): a new version of
+the stable Deployment is an ordinary rolling update.
+
+Serving pods run ``mlops-runtime serve`` configured through its ``MLOPS_RUNTIME_*`` env vars
+(model URI pinned to ``models:/<model>/<version>``, served name, variant label of the metrics,
+port) and bind the pod IP (``MLOPS_RUNTIME_HOST`` from ``status.podIP``; set it to ``0.0.0.0``
+in ``spec.runtime.env`` if ``kubectl port-forward`` is needed). The runtime labels its metrics
+with ``model``, ``version`` (of the loaded model) and ``variant``; canary pods use the variant's
+own name, so ``{variant="champion", version="4"}`` is the canary of ``champion`` at version 4.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from ..api import ModelDeploymentSpec
+from ..api.modeldeployment import Autoscaling, Variant
+from .common import (
+    LABEL_COMPONENT,
+    LABEL_DEPLOYMENT,
+    LABEL_MODEL,
+    LABEL_VARIANT,
+    LABEL_VERSION,
+    MANAGED_BY,
+    MAX_NAME,
+    OPERATOR,
+    label_value,
+    owner_reference,
+    restricted_security_context,
+    truncate,
+)
+
+KIND = "ModelDeployment"
+Role = Literal["stable", "canary"]
+ROLES: tuple[Role, ...] = ("stable", "canary")
+LABEL_ROLE = "mlops.dev/role"
+COMPONENT_SERVER = "model-server"
+COMPONENT_ROUTER = "router"
+CANARY_SUFFIX = "-canary"
+ROUTER_SUFFIX = "-router"
+#: Container names (events and logs name them).
+SERVER_CONTAINER = "server"
+ROUTER_CONTAINER = "router"
+#: Name of the HTTP port on containers and Services (the router config refers to it).
+PORT_NAME = "http"
+SERVER_COMMAND = ("mlops-runtime", "serve")
+ROUTER_COMMAND = ("mlops-runtime", "router")
+READY_PATH = "/v2/health/ready"
+LIVE_PATH = "/v2/health/live"
+ROUTER_READY_PATH = "/router/ready"  # the router proxies /v2/*; its own health is /router/*
+ROUTER_LIVE_PATH = "/router/healthz"
+METRICS_PATH = "/metrics"
+ROUTER_CONFIG_KEY = "router.yaml"
+#: Seconds a terminating pod keeps serving while it is removed from endpoints and the router.
+PRESTOP_SLEEP_SECONDS = 5
+#: preStop sleep + the runtime's graceful drain (30 s by default) + margin.
+TERMINATION_GRACE_SECONDS = 45
+#: Env vars of the model server the operator owns; ``spec.runtime.env`` cannot override them
+#: (it can override ``MLOPS_RUNTIME_HOST`` and ``MLFLOW_TRACKING_URI``).
+RESERVED_ENV = (
+    "MLOPS_RUNTIME_MODEL_URI",
+    "MLOPS_RUNTIME_MODEL_NAME",
+    "MLOPS_RUNTIME_VARIANT",
+    "MLOPS_RUNTIME_PORT",
+)
+#: Metric of the custom/metrics API used for ``targetRequestsPerSecond`` (prometheus-adapter's
+#: default rule turns the runtime's ``mlops_runtime_requests_total`` into ``..._per_second``).
+RPS_METRIC = "mlops_runtime_requests_per_second"
+
+
+# -- names -------------------------------------------------------------------------------------
+
+
+def _dns_label(text: str) -> str:
+    """``text`` as the start of a DNS-1035 label (Service names): lower case, no dots, a letter
+    first."""
+    out = re.sub(r"[^a-z0-9-]", "-", text.lower())
+    return out if out[:1].isalpha() else f"x-{out}"
+
+
+def _child(md_name: str, suffix: str) -> str:
+    return truncate(_dns_label(md_name), MAX_NAME, suffix)
+
+
+def variant_name(md_name: str, variant: str, role: Role = "stable") -> str:
+    """``<md>-<variant>`` (stable) or ``<md>-<variant>-canary``: Deployment, Service and HPA."""
+    check_role(role)
+    return _child(md_name, f"-{variant}" + (CANARY_SUFFIX if role == "canary" else ""))
+
+
+def router_name(md_name: str) -> str:
+    """``<md>-router``: the router's Deployment, ConfigMap, ServiceAccount, Role, RoleBinding."""
+    return _child(md_name, ROUTER_SUFFIX)
+
+
+def entry_service_name(md_name: str) -> str:
+    """``<md>``: the Service clients call in ``builtin`` and ``service`` modes."""
+    return _child(md_name, "")
+
+
+def name_conflicts(md_name: str, spec: ModelDeploymentSpec) -> list[str]:
+    """Why this spec's children would share a name, one message per clash (empty: none).
+
+    A variant called ``router`` or ``<other>-canary`` would collide with the router's objects or
+    another variant's canary; the controller should refuse such a spec (a permanent error).
+    """
+    owners: dict[str, str] = {router_name(md_name): "the router"}
+    problems = []
+    for v in spec.variants:
+        for role in ROLES:
+            name = variant_name(md_name, v.name, role)
+            what = f"variant {v.name!r} ({role})"
+            if name in owners and owners[name] != what:
+                problems.append(f"{what} and {owners[name]} would both be named {name!r}")
+            owners.setdefault(name, what)
+    return problems
+
+
+def check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+
+
+def find_variant(spec: ModelDeploymentSpec, variant: str) -> Variant:
+    """The variant of ``spec`` called ``variant`` (``ValueError`` if there is none)."""
+    for v in spec.variants:
+        if v.name == variant:
+            return v
+    raise ValueError(f"no variant {variant!r} in spec.variants")
+
+
+def pinned_model_uri(model: str, version: str | int) -> str:
+    """``models:/<model>/<version>``: what every replica of a variant loads."""
+    return f"models:/{model}/{version}"
+
+
+# -- labels ------------------------------------------------------------------------------------
+
+
+def md_labels(md_name: str, model: str) -> dict[str, str]:
+    """Labels of every child of a ModelDeployment."""
+    return {
+        MANAGED_BY: OPERATOR,
+        LABEL_DEPLOYMENT: label_value(md_name),
+        LABEL_MODEL: label_value(model),
+    }
+
+
+def server_selector(md_name: str, variant: str, role: Role = "stable") -> dict[str, str]:
+    """The (immutable) selector of one variant's pods in one role: Deployment and Service."""
+    check_role(role)
+    return {
+        LABEL_DEPLOYMENT: label_value(md_name),
+        LABEL_VARIANT: variant,
+        LABEL_ROLE: role,
+        LABEL_COMPONENT: COMPONENT_SERVER,
+    }
+
+
+def all_servers_selector(md_name: str) -> dict[str, str]:
+    """Every model-server pod of the ModelDeployment, all variants and roles (not the router)."""
+    return {LABEL_DEPLOYMENT: label_value(md_name), LABEL_COMPONENT: COMPONENT_SERVER}
+
+
+def router_selector(md_name: str) -> dict[str, str]:
+    """The router's pods."""
+    return {LABEL_DEPLOYMENT: label_value(md_name), LABEL_COMPONENT: COMPONENT_ROUTER}
+
+
+def server_labels(
+    md_name: str, model: str, variant: str, version: str | int, role: Role = "stable"
+) -> dict[str, str]:
+    """Labels of a variant's Deployment and pods."""
+    return {
+        **md_labels(md_name, model),
+        **server_selector(md_name, variant, role),
+        LABEL_VERSION: label_value(str(version)),
+    }
+
+
+def child_metadata(
+    name: str, namespace: str, uid: str, md_name: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(KIND, md_name, uid)],
+    }
+
+
+# -- pods --------------------------------------------------------------------------------------
+
+
+def _env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def scrape_annotations(port: int) -> dict[str, str]:
+    """``prometheus.io/*`` pod annotations: scrape ``/metrics`` on the HTTP port."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": METRICS_PATH,
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    """The pod-level part of the ``restricted`` Pod Security Standard."""
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _container(
+    name: str,
+    image: str,
+    command: tuple[str, ...],
+    port: int,
+    env: list[dict[str, Any]],
+    ready_path: str,
+    live_path: str,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": image,
+        "command": list(command),
+        "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+        "env": env,
+        "readinessProbe": _probe(ready_path, period=2, failures=2),
+        "livenessProbe": {**_probe(live_path, period=10, failures=3), "initialDelaySeconds": 5},
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": restricted_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def _pod_spec(container: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "containers": [container],
+        "securityContext": pod_security_context(),
+        "enableServiceLinks": False,  # no FOO_PORT=tcp://... env that could shadow settings
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        **extra,
+    }
+
+
+def _deployment(
+    metadata: dict[str, Any],
+    selector: dict[str, str],
+    template_labels: dict[str, str],
+    annotations: dict[str, str],
+    pod_spec: dict[str, Any],
+    replicas: int | None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector},
+        "strategy": {
+            # a new pod must be Ready before an old one goes: no failed requests in a roll
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "revisionHistoryLimit": 3,
+        "template": {
+            "metadata": {"labels": template_labels, "annotations": annotations},
+            "spec": pod_spec,
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
+
+
+def server_env(
+    spec: ModelDeploymentSpec, variant: str, version: str | int, tracking_uri: str
+) -> list[dict[str, Any]]:
+    """The model server's env: what ``mlops-runtime serve`` reads, then the user's own env."""
+    env = [
+        _env("MLOPS_RUNTIME_MODEL_URI", pinned_model_uri(spec.model, version)),
+        _env("MLOPS_RUNTIME_MODEL_NAME", spec.model),
+        _env("MLOPS_RUNTIME_VARIANT", variant),
+        _env("MLOPS_RUNTIME_PORT", str(spec.runtime.port)),
+        _field_env("MLOPS_RUNTIME_HOST", "status.podIP"),
+        _env("MLFLOW_TRACKING_URI", tracking_uri),
+    ]
+    own = {e["name"] for e in env}
+    for var in spec.runtime.env or []:
+        if var.name in RESERVED_ENV:
+            continue
+        if var.name in own:  # the user's value wins (an in-cluster tracking URI, 0.0.0.0)
+            env = [e for e in env if e["name"] != var.name]
+        env.append(var.to_k8s())
+    return env
+
+
+def server_replicas(spec: ModelDeploymentSpec, variant: str, replicas: int | None) -> int | None:
+    """``replicas`` of a variant's Deployment: ``None`` (omitted) when an HPA owns it, else the
+    given count, else ``variants[].replicas``."""
+    if spec.runtime.autoscaling is not None:
+        return None
+    return find_variant(spec, variant).replicas if replicas is None else replicas
+
+
+# -- variant Deployment, Service, HPA -----------------------------------------------------------
+
+
+def build_variant_deployment(
+    md_name: str,
+    namespace: str,
+    uid: str,
+    spec: ModelDeploymentSpec,
+    variant: str,
+    version: str | int,
+    *,
+    tracking_uri: str,
+    default_image: str,
+    role: Role = "stable",
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """The ``apps/v1`` Deployment serving ``variant`` at registry ``version`` in ``role``.
+
+    ``replicas`` defaults to ``variants[].replicas`` (a canary may want fewer); with
+    ``spec.runtime.autoscaling`` it is omitted so that the HPA owns it.
+    """
+    find_variant(spec, variant)
+    runtime = spec.runtime
+    labels = server_labels(md_name, spec.model, variant, version, role)
+    container = _container(
+        SERVER_CONTAINER,
+        runtime.image or default_image,
+        SERVER_COMMAND,
+        runtime.port,
+        server_env(spec, variant, version, tracking_uri),
+        READY_PATH,
+        LIVE_PATH,
+    )
+    if runtime.env_from:
+        container["envFrom"] = [e.to_k8s() for e in runtime.env_from]
+    if runtime.resources is not None:
+        container["resources"] = runtime.resources.to_k8s()
+    metadata = child_metadata(variant_name(md_name, variant, role), namespace, uid, md_name, labels)
+    metadata["annotations"] = {"mlops.dev/model-uri": pinned_model_uri(spec.model, version)}
+    return _deployment(
+        metadata,
+        server_selector(md_name, variant, role),
+        labels,
+        scrape_annotations(runtime.port),
+        # model servers never talk to the Kubernetes API
+        _pod_spec(container, automountServiceAccountToken=False),
+        server_replicas(spec, variant, replicas),
+    )
+
+
+def service_manifest(
+    name: str,
+    namespace: str,
+    uid: str,
+    md_name: str,
+    labels: dict[str, str],
+    selector: dict[str, str],
+    port: int,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(name, namespace, uid, md_name, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [
+                {"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def build_variant_service(
+    md_name: str,
+    namespace: str,
+    uid: str,
+    spec: ModelDeploymentSpec,
+    variant: str,
+    role: Role = "stable",
+) -> dict[str, Any]:
+    """The Service ``<md>-<variant>[-canary]`` over the variant's pods of one role only."""
+    find_variant(spec, variant)
+    selector = server_selector(md_name, variant, role)
+    return service_manifest(
+        variant_name(md_name, variant, role),
+        namespace,
+        uid,
+        md_name,
+        {**md_labels(md_name, spec.model), **selector},
+        selector,
+        spec.runtime.port,
+    )
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity for ``value`` (milli-units when it is not an integer)."""
+    milli = round(value * 1000)
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+def hpa_metrics(autoscaling: Autoscaling) -> list[dict[str, Any]]:
+    """The HPA's metrics: CPU utilization and/or requests per second per pod."""
+    metrics: list[dict[str, Any]] = []
+    if autoscaling.target_cpu_utilization_percentage is not None:
+        metrics.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {
+                        "type": "Utilization",
+                        "averageUtilization": autoscaling.target_cpu_utilization_percentage,
+                    },
+                },
+            }
+        )
+    if autoscaling.target_requests_per_second is not None:
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": RPS_METRIC},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": _quantity(autoscaling.target_requests_per_second),
+                    },
+                },
+            }
+        )
+    return metrics
+
+
+def build_hpa(
+    md_name: str,
+    namespace: str,
+    uid: str,
+    spec: ModelDeploymentSpec,
+    variant: str,
+    role: Role = "stable",
+) -> dict[str, Any] | None:
+    """The ``autoscaling/v2`` HPA of one variant Deployment, or ``None`` without autoscaling.
+
+    ``minReplicas`` is at least 1: 0 needs the ``HPAScaleToZero`` feature gate, which the
+    apiserver rejects otherwise.
+    """
+    autoscaling = spec.runtime.autoscaling
+    if autoscaling is None:
+        return None
+    find_variant(spec, variant)
+    name = variant_name(md_name, variant, role)
+    labels = {**md_labels(md_name, spec.model), **server_selector(md_name, variant, role)}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": child_metadata(name, namespace, uid, md_name, labels),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": max(1, autoscaling.min_replicas),
+            "maxReplicas": autoscaling.max_replicas,
+            "metrics": hpa_metrics(autoscaling),
+        },
+    }
+
+
+# -- router (traffic.router: builtin) ----------------------------------------------------------
+
+
+def router_labels(md_name: str, model: str) -> dict[str, str]:
+    """Labels of the router's objects and pods."""
+    return {**md_labels(md_name, model), LABEL_COMPONENT: COMPONENT_ROUTER}
+
+
+def router_env(md_name: str, namespace: str, spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """What ``mlops-runtime router`` reads: its ConfigMap (re-read every second through the
+    API, so a new split applies within seconds and without a restart), namespace, address."""
+    return [
+        _env("MLOPS_ROUTER_CONFIGMAP", f"{namespace}/{router_name(md_name)}"),
+        _env("MLOPS_ROUTER_CONFIGMAP_KEY", ROUTER_CONFIG_KEY),
+        _field_env("MLOPS_ROUTER_NAMESPACE", "metadata.namespace"),
+        _field_env("MLOPS_ROUTER_HOST", "status.podIP"),
+        _env("MLOPS_ROUTER_PORT", str(spec.runtime.port)),
+    ]
+
+
+def build_router_deployment(
+    md_name: str,
+    namespace: str,
+    uid: str,
+    spec: ModelDeploymentSpec,
+    *,
+    default_image: str,
+    replicas: int = 1,
+) -> dict[str, Any]:
+    """The router Deployment ``<md>-router`` (same image, security and rollout as the servers).
+
+    It runs as the ServiceAccount of :func:`build_router_rbac`, which may read its ConfigMap and
+    discover the variant Services' endpoints.
+    """
+    labels = router_labels(md_name, spec.model)
+    name = router_name(md_name)
+    container = _container(
+        ROUTER_CONTAINER,
+        spec.runtime.image or default_image,
+        ROUTER_COMMAND,
+        spec.runtime.port,
+        router_env(md_name, namespace, spec),
+        ROUTER_READY_PATH,
+        ROUTER_LIVE_PATH,
+    )
+    return _deployment(
+        child_metadata(name, namespace, uid, md_name, labels),
+        router_selector(md_name),
+        labels,
+        scrape_annotations(spec.runtime.port),
+        _pod_spec(container, serviceAccountName=name),
+        replicas,
+    )
+
+
+def build_router_service(
+    md_name: str, namespace: str, uid: str, spec: ModelDeploymentSpec
+) -> dict[str, Any]:
+    """The entry Service ``<md>`` over the router's pods (``builtin`` mode)."""
+    return service_manifest(
+        entry_service_name(md_name),
+        namespace,
+        uid,
+        md_name,
+        router_labels(md_name, spec.model),
+        router_selector(md_name),
+        spec.runtime.port,
+    )
+
+
+def build_router_rbac(
+    md_name: str, namespace: str, uid: str, spec: ModelDeploymentSpec
+) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding ``<md>-router``: read the router's ConfigMap, list
+    EndpointSlices, and read Services and Pods (its fallback when slices are empty).
+
+    The operator can only grant what it holds itself (RBAC escalation check), so its own role
+    needs these verbs and ``roles``/``rolebindings`` create/patch.
+    """
+    name = router_name(md_name)
+    labels = router_labels(md_name, spec.model)
+
+    def meta() -> dict[str, Any]:
+        return child_metadata(name, namespace, uid, md_name, dict(labels))
+
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta()},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta(),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [name],
+                    "verbs": ["get"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list"],
+                },
+                {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta(),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ]
+
+
+def pod_from_template(deployment: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """A bare Pod of a Deployment's template (to dry-run it against Pod Security admission)."""
+    template = deployment["spec"]["template"]
+    meta = deployment["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name or meta["name"],
+            "namespace": meta.get("namespace"),
+            "labels": dict(template["metadata"].get("labels") or {}),
+            "annotations": dict(template["metadata"].get("annotations") or {}),
+        },
+        "spec": template["spec"],
+    }
