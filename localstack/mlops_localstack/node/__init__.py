@@ -4,7 +4,8 @@ A dev/test tool for the local stack (DESIGN.md §5); on a real cluster the real 
 images. See ``docs/node-standin.md``.
 """
 
+from .cli import main
 from .runtime import ImageEntrypoint
-from .standin import NodeStandIn, main
+from .standin import NodeStandIn
 
 __all__ = ["ImageEntrypoint", "NodeStandIn", "main"]

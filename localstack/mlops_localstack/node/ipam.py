@@ -181,3 +181,54 @@ class LoopbackAliases:
                 if self._ip("addr", "del", ip, "dev", "lo").returncode == 0:
                     count += 1
         return count
+
+
+class PodAddresses:
+    """The node's pod addresses in one of the two modes (``loopback`` or ``alias``)."""
+
+    def __init__(self, mode: str, ip_range: str | None = None, start: float = 0.0) -> None:
+        if mode == "auto":  # opt-in: alias changes the host's `lo`
+            mode = "alias" if can_manage_aliases() else "loopback"
+        if mode not in ("alias", "loopback"):
+            raise ValueError(f"address_mode must be auto, alias or loopback, not {mode!r}")
+        self.mode = mode
+        self.aliases = LoopbackAliases() if mode == "alias" else None
+        default_range = "198.18.0.0/16" if self.aliases else "127.10.0.0/16"
+        self.ips = IPAllocator(ip_range or default_range, require_loopback=self.aliases is None)
+        self.ips.seek(start)
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return self.ips.network
+
+    def allocate(self, uid: str, previous: str | None) -> str:
+        """An address for pod ``uid``: ``previous`` (its ``status.podIP``) when still free."""
+        if self.aliases is None:
+            if previous and self.ips.reserve(previous, uid):
+                return previous
+            return self.ips.allocate(uid)
+        taken = self.aliases.present()
+        candidates = []
+        if previous and previous not in taken and self.ips.reserve(previous, uid):
+            candidates = [previous]
+        for _ in range(5):
+            ip = candidates.pop() if candidates else self.ips.allocate(uid, exclude=taken)
+            try:
+                self.aliases.add(ip)
+                return ip
+            except OSError as exc:  # taken meanwhile by another node on this machine
+                log.warning("%s; trying another address", exc)
+                self.ips.release(uid)
+                taken.add(ip)
+        raise OSError("could not add a pod address to lo")
+
+    def release(self, uid: str) -> None:
+        if self.aliases is not None:
+            for ip, owner in self.ips.in_use().items():
+                if owner == uid:
+                    self.aliases.remove(ip)
+        self.ips.release(uid)
+
+    def remove_all(self) -> None:
+        if self.aliases is not None:
+            self.aliases.remove_all()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fnmatch
+import json
 import os
 import shutil
 import signal
@@ -63,6 +64,21 @@ def image_repository(image: str) -> str:
     if colon > slash:
         ref = ref[:colon]
     return ref
+
+
+def entrypoints_from_env() -> dict[str, ImageEntrypoint]:
+    """``MLOPS_LOCAL_IMAGE_ENTRYPOINTS='{"repo/img": {"entrypoint": [..], "cmd": [..]}}'``."""
+    raw = os.environ.get("MLOPS_LOCAL_IMAGE_ENTRYPOINTS")
+    if not raw:
+        return {}
+    table: dict[str, ImageEntrypoint] = {}
+    for pattern, value in json.loads(raw).items():
+        if isinstance(value, list):
+            table[pattern] = ImageEntrypoint(tuple(value), ())
+        else:
+            table[pattern] = ImageEntrypoint(tuple(value.get("entrypoint") or ()),
+                                             tuple(value.get("cmd") or ()))
+    return table
 
 
 def lookup_image(image: str, table: Mapping[str, ImageEntrypoint]) -> ImageEntrypoint | None:

@@ -1,118 +1,30 @@
-"""The node: registration, lease, pod watch, binding, and the pod workers' shared services."""
+"""The node: lifecycle, heartbeats, pod watch, binding, and dispatch to one worker per pod."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import platform
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from .envs import JSON
-from .ipam import IPAllocator, LoopbackAliases, can_manage_aliases
-from .kube import ApiError, Connection, KubeClient, WatchExpired, retry_on_conflict
-from .runtime import DEFAULT_IMAGE_ENTRYPOINTS, ImageEntrypoint
-from .status import rfc3339, rfc3339_micro
+from kubernetes import client
+
+from .api import JSON, ApiException, PodWatch, WatchExpired, connect, raw
+from .host import NodeSettings, PodHost
+from .ipam import IPAllocator, PodAddresses
+from .registration import ARCH, NodeRegistration, memory_bytes, node_selector_matches
+from .runtime import DEFAULT_IMAGE_ENTRYPOINTS, ImageEntrypoint, entrypoints_from_env
 from .worker import PodWorker
 
 log = logging.getLogger("mlops_localstack.node")
 
-NODE_LEASE_NAMESPACE = "kube-node-lease"
-KUBELET_VERSION = "v1.34.4-mlops-local"
-#: Taints the node lifecycle controller manages; a restarted node clears stale ones at once.
-LIFECYCLE_TAINT_PREFIX = "node.kubernetes.io/"
 DEFAULT_SCHEDULERS = frozenset({"", "default-scheduler"})
-
-
-def _memory_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * 1024**3
-
-
-def node_manifest(name: str, labels: Mapping[str, str]) -> JSON:
-    """The Node object registered by the stand-in (spec and metadata only)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": dict(labels),
-            "annotations": {"node.alpha.kubernetes.io/ttl": "0",
-                            "mlops.dev/node-stand-in": "true"},
-        },
-        "spec": {},
-    }
-
-
-def node_status(
-    name: str, capacity: Mapping[str, str], host_ip: str, previous: JSON | None = None,
-    now: str | None = None,
-) -> JSON:
-    """A Ready node status; ``lastTransitionTime`` kept from ``previous`` while unchanged."""
-    now = now or rfc3339()
-    prev = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
-
-    def cond(ctype: str, status: str, reason: str, message: str) -> JSON:
-        old = prev.get(ctype) or {}
-        since = old.get("lastTransitionTime") if old.get("status") == status else None
-        return {"type": ctype, "status": status, "reason": reason, "message": message,
-                "lastHeartbeatTime": now, "lastTransitionTime": since or now}
-
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    return {
-        "capacity": dict(capacity),
-        "allocatable": dict(capacity),
-        "conditions": [
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory",
-                 "kubelet has sufficient memory available"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure",
-                 "kubelet has no disk pressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID",
-                 "kubelet has sufficient PID available"),
-            cond("Ready", "True", "KubeletReady", "mlops local node stand-in is posting ready status"),
-        ],
-        "addresses": [{"type": "InternalIP", "address": host_ip},
-                      {"type": "Hostname", "address": name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
-        "nodeInfo": {
-            "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, socket.gethostname()).hex,
-            "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
-            "bootID": _boot_id(),
-            "kernelVersion": platform.release(),
-            "osImage": f"mlops local node stand-in ({platform.system()})",
-            "containerRuntimeVersion": "local://0.1.0",
-            "kubeletVersion": KUBELET_VERSION,
-            "kubeProxyVersion": "",
-            "operatingSystem": platform.system().lower(),
-            "architecture": arch,
-        },
-    }
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def node_selector_matches(pod: JSON, labels: Mapping[str, str]) -> bool:
-    selector = (pod.get("spec") or {}).get("nodeSelector") or {}
-    return all(labels.get(k) == v for k, v in selector.items())
 
 
 class NodeStandIn:
@@ -147,47 +59,36 @@ class NodeStandIn:
         self.workdir = Path(workdir).absolute()
         self.pods_dir = self.workdir / "pods"
         self.name = name
-        self.python_prefix = Path(python_prefix or sys.prefix).absolute()
         self.host_ip = "127.0.0.1"
-        self.max_grace_period = max_grace_period
-        self.restart_backoff = restart_backoff
-        self.restart_backoff_max = restart_backoff_max
         self.strict_node_selector = strict_node_selector
         self.heartbeat_interval = heartbeat_interval
-        table = dict(DEFAULT_IMAGE_ENTRYPOINTS)
-        table.update(_entrypoints_from_env())
-        table.update(image_entrypoints or {})
-        self.image_entrypoints = table
         self.labels = {
             "kubernetes.io/hostname": name,
             "kubernetes.io/os": platform.system().lower(),
-            "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(
-                platform.machine(), platform.machine()),
+            "kubernetes.io/arch": ARCH,
             "node.kubernetes.io/instance-type": "mlops-local",
             "mlops.dev/local-node": "true",
             **(labels or {}),
         }
         self.capacity = dict(capacity or {
             "cpu": str(os.cpu_count() or 1),
-            "memory": f"{_memory_bytes() // 1024}Ki",
+            "memory": f"{memory_bytes() // 1024}Ki",
             "pods": "110",
             "ephemeral-storage": "100Gi",
         })
-        self.allocatable = dict(self.capacity)
-        self.default_path = os.pathsep.join(
-            [str(self.python_prefix / "bin"), os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")]
+        prefix = Path(python_prefix or sys.prefix).absolute()
+        self.settings = NodeSettings(
+            name=name, workdir=self.workdir, host_ip=self.host_ip, python_prefix=prefix,
+            default_path=os.pathsep.join(
+                [str(prefix / "bin"), os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")]),
+            image_entrypoints={**DEFAULT_IMAGE_ENTRYPOINTS, **entrypoints_from_env(),
+                               **(image_entrypoints or {})},
+            allocatable=dict(self.capacity), max_grace_period=max_grace_period,
+            restart_backoff=restart_backoff, restart_backoff_max=restart_backoff_max,
         )
-        address_mode = address_mode or os.environ.get("MLOPS_LOCAL_ADDRESS_MODE") or "loopback"
-        if address_mode not in ("auto", "alias", "loopback"):
-            raise ValueError(f"address_mode must be auto, alias or loopback, not {address_mode!r}")
-        if address_mode == "auto":  # opt-in: alias changes the host's `lo`
-            address_mode = "alias" if can_manage_aliases() else "loopback"
-        self.address_mode = address_mode
-        self.aliases = LoopbackAliases() if address_mode == "alias" else None
-        default_range = "198.18.0.0/16" if self.aliases else "127.10.0.0/16"
-        self.ips = IPAllocator(ip_range or default_range, require_loopback=self.aliases is None)
+        mode = address_mode or os.environ.get("MLOPS_LOCAL_ADDRESS_MODE") or "loopback"
         # start at a random point so two nodes on one machine rarely hand out the same address
-        self.ips.seek(random.random())
+        self.addresses = PodAddresses(mode, ip_range, start=random.random())
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._registered = threading.Event()
@@ -201,10 +102,18 @@ class NodeStandIn:
         self._bind_wake = threading.Event()
         self._bind_attempts: dict[str, float] = {}
         self._warned_selector: set[str] = set()
-        self.conn: Connection | None = None  # type: ignore[assignment]
-        self.client: KubeClient = None  # type: ignore[assignment]
-        self.ca_path: Path | None = None
-        self.ca_bytes: bytes | None = None
+        self.api: client.ApiClient | None = None
+        self.host: PodHost = None  # type: ignore[assignment]  # set by start()
+        self.registration: NodeRegistration = None  # type: ignore[assignment]
+        self.pod_watch: PodWatch = None  # type: ignore[assignment]
+
+    @property
+    def address_mode(self) -> str:
+        return self.addresses.mode
+
+    @property
+    def ips(self) -> IPAllocator:
+        return self.addresses.ips
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> NodeStandIn:
@@ -212,11 +121,12 @@ class NodeStandIn:
         if self._threads:
             return self
         self.pods_dir.mkdir(parents=True, exist_ok=True)
-        self.conn = Connection.from_kubeconfig(self.kubeconfig)
-        self.client = KubeClient(self.conn)
-        if self.conn.ca_file:
-            self.ca_path = Path(self.conn.ca_file)
-            self.ca_bytes = self.ca_path.read_bytes()
+        self.api, endpoint = connect(self.kubeconfig)
+        self.host = PodHost(self.settings, self.api, endpoint, self.addresses, self._stopping,
+                            on_finished=self._worker_finished)
+        self.registration = NodeRegistration(self.api, self.name, self.labels, self.capacity,
+                                             self.host_ip)
+        self.pod_watch = PodWatch(client.CoreV1Api(self.api))
         self._stopping.clear()
         for target, tname in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "pod-watch"),
                               (self._bind_loop, "binder")):
@@ -233,7 +143,7 @@ class NodeStandIn:
                 self.stop()
                 raise TimeoutError(f"node {self.name} did not become ready in {timeout:g}s")
         log.info("node %s ready (pods in %s, %s addresses from %s)", self.name, self.pods_dir,
-                 self.address_mode, self.ips.network)
+                 self.address_mode, self.addresses.network)
         return self
 
     def stop(self, grace: float = 1.0) -> None:
@@ -250,12 +160,13 @@ class NodeStandIn:
             worker.wake.set()
         for thread in killers:
             thread.join(grace + 6)
-        if self.client is not None:
-            self.client.close()
+        if self.pod_watch is not None:
+            self.pod_watch.stop()  # wakes the watch thread blocked on its socket, at once
         for thread in workers + self._threads:
             thread.join(timeout=1.0 if thread.name.endswith("pod-watch") else 2.0)
-        if self.aliases is not None:
-            self.aliases.remove_all()
+        self.addresses.remove_all()
+        if self.api is not None:
+            self.api.close()
         self._threads = []
         self._ready.clear()
         self._registered.clear()
@@ -290,11 +201,6 @@ class NodeStandIn:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-    @property
-    def api_host_port(self) -> tuple[str, int]:
-        assert self.conn is not None
-        return self.conn.host_port
 
     # -- helpers for tests and the CLI ----------------------------------------------------------
     def pod_dir(self, namespace: str, pod: str) -> Path | None:
@@ -338,173 +244,32 @@ class NodeStandIn:
                 out[f"{w.namespace}/{w.pod_name}"] = pids
         return out
 
-    # -- services for pod workers --------------------------------------------------------------
-    def lookup(self, kind: str, namespace: str, name: str) -> JSON | None:
-        """GET a ConfigMap or Secret (None when it does not exist)."""
-        obj = self.client.get_or_none(f"/api/v1/namespaces/{namespace}/{kind}/{name}")
-        if obj is not None:
-            obj.setdefault("kind", "Secret" if kind == "secrets" else "ConfigMap")
-        return obj
-
-    def request_token(self, pod: JSON, audience: str | None, expiration: int) -> str:
-        """A bound service-account token for ``pod`` (TokenRequest API)."""
-        meta = pod["metadata"]
-        sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
-        spec: JSON = {
-            "expirationSeconds": max(600, int(expiration)),
-            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
-                               "uid": meta["uid"]},
-        }
-        if audience:
-            spec["audiences"] = [audience]
-        resp = self.client.post(
-            f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token",
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
-        )
-        return str(resp["status"]["token"])
-
-    def event(self, pod: JSON, reason: str, message: str, warning: bool = False) -> None:
-        """Record a core/v1 Event on the pod (best effort)."""
-        meta = pod.get("metadata") or {}
-        now = rfc3339()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta.get("name"),
-                               "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": "kubelet", "host": self.name},
-            "reportingComponent": "kubelet",
-            "reportingInstance": self.name,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            self.client.request("POST", f"/api/v1/namespaces/{meta.get('namespace')}/events",
-                                body=body, retry=False)
-        except ApiError as exc:
-            log.debug("event %s for %s failed: %s", reason, meta.get("name"), exc)
-
-    def _allocate_ip(self, uid: str, previous: str | None) -> str:
-        if self.aliases is None:
-            if previous and self.ips.reserve(previous, uid):
-                return previous
-            return self.ips.allocate(uid)
-        taken = self.aliases.present()
-        if previous and previous not in taken and self.ips.reserve(previous, uid):
-            candidates = [previous]
-        else:
-            candidates = []
-        for _ in range(5):
-            ip = candidates.pop() if candidates else self.ips.allocate(uid, exclude=taken)
-            try:
-                self.aliases.add(ip)
-                return ip
-            except OSError as exc:  # taken meanwhile by another node on this machine
-                log.warning("%s; trying another address", exc)
-                self.ips.release(uid)
-                taken.add(ip)
-        raise OSError("could not add a pod address to lo")
-
-    def _delete_pod_now(self, pod: JSON) -> None:
-        meta = pod["metadata"]
-        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                "preconditions": {"uid": meta["uid"]}}
-        try:
-            self.client.delete(path, body)
-        except ApiError as exc:
-            if exc.status not in (404, 409):
-                log.warning("deleting pod %s/%s failed: %s", meta["namespace"], meta["name"], exc)
-
-    def _worker_finished(self, worker: PodWorker) -> None:
+    def _worker_finished(self, uid: str) -> None:
         with self._lock:
-            if self._workers.get(worker.uid) is worker:
-                del self._workers[worker.uid]
+            self._workers.pop(uid, None)
             if not self._stopping.is_set():
-                self._finished.add(worker.uid)
-        self._release_ip(worker.uid)
-
-    def _release_ip(self, uid: str) -> None:
-        if self.aliases is not None:
-            for ip, owner in self.ips.in_use().items():
-                if owner == uid:
-                    self.aliases.remove(ip)
-        self.ips.release(uid)
+                self._finished.add(uid)
 
     # -- node registration and heartbeats -------------------------------------------------------
-    def _register(self) -> None:
-        client = self.client
-        try:
-            client.post("/api/v1/nodes", node_manifest(self.name, self.labels))
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
-        current = client.get(f"/api/v1/nodes/{self.name}")
-        taints = [t for t in (current.get("spec") or {}).get("taints") or []
-                  if not str(t.get("key", "")).startswith(LIFECYCLE_TAINT_PREFIX)]
-        client.patch(f"/api/v1/nodes/{self.name}", {
-            "metadata": {"labels": self.labels},
-            "spec": {"taints": taints or None, "unschedulable": None},
-        })
-        self._post_node_status()
-        if client.get_or_none(f"/api/v1/namespaces/{NODE_LEASE_NAMESPACE}") is None:
-            with contextlib.suppress(ApiError):
-                client.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                   "metadata": {"name": NODE_LEASE_NAMESPACE}})
-        self._renew_lease()
-
-    def _post_node_status(self) -> None:
-        current = self.client.get(f"/api/v1/nodes/{self.name}")
-        status = node_status(self.name, self.capacity, self.host_ip, current.get("status"))
-        self.client.patch(f"/api/v1/nodes/{self.name}/status", {"status": status})
-
-    def _renew_lease(self) -> None:
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{NODE_LEASE_NAMESPACE}/leases/{self.name}"
-        node = self.client.get(f"/api/v1/nodes/{self.name}")
-
-        def renew() -> JSON | None:
-            lease = self.client.get_or_none(path)
-            spec = {"holderIdentity": self.name, "leaseDurationSeconds": 40,
-                    "renewTime": rfc3339_micro()}
-            if lease is None:
-                return self.client.post(
-                    f"/apis/coordination.k8s.io/v1/namespaces/{NODE_LEASE_NAMESPACE}/leases",
-                    {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": self.name, "namespace": NODE_LEASE_NAMESPACE,
-                                  "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
-                                                       "name": self.name,
-                                                       "uid": node["metadata"]["uid"]}]},
-                     "spec": spec},
-                )
-            lease["spec"] = {**(lease.get("spec") or {}), **spec}
-            return self.client.put(path, lease)
-
-        retry_on_conflict(renew)
-
     def _heartbeat_loop(self) -> None:
         registered = False
         last_status = 0.0
         while not self._stopping.is_set():
             try:
                 if not registered:
-                    self._register()
+                    self.registration.register()
                     registered = True
                     self._registered.set()
                     last_status = time.monotonic()
                     self._bind_wake.set()
                 else:
-                    self._renew_lease()
+                    self.registration.renew_lease()
                     if time.monotonic() - last_status >= 2 * self.heartbeat_interval:
-                        self._post_node_status()
+                        self.registration.post_status()
                         last_status = time.monotonic()
                 if registered and self._listed.is_set():
                     self._ready.set()
-            except ApiError as exc:
+            except ApiException as exc:
                 if self._stopping.is_set():
                     return
                 if not registered and exc.status in (401, 403, 422):
@@ -530,10 +295,10 @@ class NodeStandIn:
         while not self._stopping.is_set():
             try:
                 if rv is None:
-                    items, rv = self.client.list_all("/api/v1/pods")
+                    items, rv = self.pod_watch.list_all()
                     self._sync(items)
                     self._listed.set()
-                for event in self.client.watch("/api/v1/pods", rv, timeout_seconds=55):
+                for event in self.pod_watch.events(rv, timeout_seconds=55):
                     if self._stopping.is_set():
                         return
                     obj = event.get("object") or {}
@@ -552,7 +317,7 @@ class NodeStandIn:
                 log.warning("pod watch failed (%s); retrying in %.1fs", exc, backoff)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
-                if isinstance(exc, ApiError) and exc.status in (401, 403) and not self._ready.is_set():
+                if isinstance(exc, ApiException) and exc.status in (401, 403) and not self._ready.is_set():
                     self._failure = exc
                     return
 
@@ -596,7 +361,7 @@ class NodeStandIn:
                 return
             if uid in self._finished or self._stopping.is_set():
                 return
-            worker = PodWorker(self, pod)
+            worker = PodWorker(self.host, pod)
             self._workers[uid] = worker
         worker.start()
 
@@ -647,63 +412,14 @@ class NodeStandIn:
             "target": {"apiVersion": "v1", "kind": "Node", "name": self.name},
         }
         try:
-            self.client.post(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding",
-                             body)
-        except ApiError as exc:
+            raw(self.host.core.create_namespaced_binding, meta["namespace"], body)
+        except ApiException as exc:
             if exc.status in (404, 409):
                 return  # gone, or bound meanwhile
             log.warning("binding %s/%s failed: %s", meta["namespace"], meta["name"], exc)
             self._bind_wake.set()
             return
         log.info("bound pod %s/%s to %s", meta["namespace"], meta["name"], self.name)
-        self.event(pod, "Scheduled",
+        self.host.event(pod, "Scheduled",
                    f"Successfully assigned {meta['namespace']}/{meta['name']} to {self.name}")
 
-
-def _entrypoints_from_env() -> dict[str, ImageEntrypoint]:
-    """``MLOPS_LOCAL_IMAGE_ENTRYPOINTS='{"repo/img": {"entrypoint": [..], "cmd": [..]}}'``."""
-    raw = os.environ.get("MLOPS_LOCAL_IMAGE_ENTRYPOINTS")
-    if not raw:
-        return {}
-    table: dict[str, ImageEntrypoint] = {}
-    for pattern, value in json.loads(raw).items():
-        if isinstance(value, list):
-            table[pattern] = ImageEntrypoint(tuple(value), ())
-        else:
-            table[pattern] = ImageEntrypoint(tuple(value.get("entrypoint") or ()),
-                                             tuple(value.get("cmd") or ()))
-    return table
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mlops_localstack.node --kubeconfig K --workdir D``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m mlops_localstack.node",
-        description="Run the local node stand-in (kubelet + container runtime as local processes).",
-    )
-    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
-    parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--name", default="mlops-local-node")
-    parser.add_argument("--python-prefix", type=Path, default=None)
-    parser.add_argument("--address-mode", choices=["auto", "alias", "loopback"], default=None,
-                        help="pod addresses: /32 aliases on lo (EndpointSlices work; needs "
-                        "CAP_NET_ADMIN) or 127.x (no privileges, the default); auto picks alias when possible")
-    parser.add_argument("--ip-range", default=None,
-                        help="pod address range (default 198.18.0.0/16 or 127.10.0.0/16)")
-    parser.add_argument("--release-addresses", action="store_true",
-                        help="remove leftover pod addresses (label lo:mlops) from lo and exit")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    if args.release_addresses:
-        print(f"removed {LoopbackAliases().flush_label()} address(es) from lo")
-        return 0
-    if not args.kubeconfig or not args.workdir:
-        parser.error("--kubeconfig (or $KUBECONFIG) and --workdir are required")
-    NodeStandIn(args.kubeconfig, args.workdir, name=args.name, python_prefix=args.python_prefix,
-                address_mode=args.address_mode, ip_range=args.ip_range).run_forever()
-    return 0

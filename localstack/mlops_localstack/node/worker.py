@@ -13,10 +13,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .api import ApiException
 from .envs import EnvError, expand_argv, resolve_env
-from .kube import MERGE_PATCH, ApiError
+from .host import PodHost
 from .runtime import (
     ContainerConfigError,
     ProbeState,
@@ -53,9 +54,6 @@ from .volumes import (
     service_account_dir,
     write_pod_kubeconfig,
 )
-
-if TYPE_CHECKING:
-    from .standin import NodeStandIn
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -103,14 +101,15 @@ def _rv(obj: JSON) -> int:
 class PodWorker(threading.Thread):
     """Runs one pod bound to the node until it is deleted (or the node stops)."""
 
-    def __init__(self, node: NodeStandIn, pod: JSON) -> None:
+    def __init__(self, host: PodHost, pod: JSON) -> None:
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
-        self.node = node
+        self.host = host
+        self.settings = host.settings
         self.uid: str = meta["uid"]
         self.namespace: str = meta["namespace"]
         self.pod_name: str = meta["name"]
-        self.dir: Path = node.pods_dir / f"{self.namespace}_{self.pod_name}_{self.uid}"
+        self.dir: Path = host.settings.pods_dir / f"{self.namespace}_{self.pod_name}_{self.uid}"
         self._pod = pod
         self._lock = threading.Lock()
         self._proc_lock = threading.RLock()  # processes change only under this lock
@@ -175,10 +174,10 @@ class PodWorker(threading.Thread):
             log.exception("pod worker %s/%s crashed", self.namespace, self.pod_name)
         finally:
             self.kill_all(grace=0.0)
-            self.node._worker_finished(self)
+            self.host.finished(self.uid)
 
     def _loop(self) -> None:
-        stopping = self.node._stopping
+        stopping = self.host.stopping
         while not stopping.is_set():
             self.wake.clear()
             pod = self.pod
@@ -194,7 +193,7 @@ class PodWorker(threading.Thread):
                     with self._proc_lock:
                         if not stopping.is_set():
                             self._step(pod)
-                except ApiError as exc:
+                except ApiException as exc:
                     log.warning("pod %s/%s: API error: %s", self.namespace, self.pod_name, exc)
                 except Exception:  # noqa: BLE001 - keep managing the pod; retry shortly
                     log.exception("pod %s/%s: step failed", self.namespace, self.pod_name)
@@ -228,7 +227,7 @@ class PodWorker(threading.Thread):
                 return
         deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
         if deadline is not None and self.start_time and now - self.start_time > float(deadline):
-            self.kill_all(grace=self.node.max_grace_period, message="DeadlineExceeded")
+            self.kill_all(grace=self.settings.max_grace_period, message="DeadlineExceeded")
             self._finish("Failed", "DeadlineExceeded",
                          "Pod was active on the node longer than the specified deadline")
             return
@@ -277,8 +276,8 @@ class PodWorker(threading.Thread):
     def _pod_with_status(self, pod: JSON) -> JSON:
         view = copy.deepcopy(pod)
         status = view.setdefault("status", {})
-        status["hostIP"] = self.node.host_ip
-        status["hostIPs"] = [{"ip": self.node.host_ip}]
+        status["hostIP"] = self.settings.host_ip
+        status["hostIPs"] = [{"ip": self.settings.host_ip}]
         if self.ip:
             status["podIP"] = self.ip
             status["podIPs"] = [{"ip": self.ip}]
@@ -292,10 +291,10 @@ class PodWorker(threading.Thread):
         if self.ip is None:
             spec = pod.get("spec") or {}
             if spec.get("hostNetwork"):
-                self.ip = self.node.host_ip
+                self.ip = self.settings.host_ip
             else:
                 try:
-                    self.ip = self.node._allocate_ip(self.uid,
+                    self.ip = self.host.allocate_ip(self.uid,
                                                      (pod.get("status") or {}).get("podIP"))
                 except (OSError, RuntimeError) as exc:
                     self.sandbox_message = f"no pod address: {exc}"
@@ -304,11 +303,11 @@ class PodWorker(threading.Thread):
                     return
         try:
             self.volumes = materialize_volumes(
-                self._pod_with_status(pod), self.dir, self.node.lookup, self._token_provider,
-                workdir=self.node.workdir, allocatable=self.node.allocatable,
-                fallback_ca=self.node.ca_bytes,
+                self._pod_with_status(pod), self.dir, self.host.lookup, self._token_provider,
+                workdir=self.settings.workdir, allocatable=self.settings.allocatable,
+                fallback_ca=self.host.ca_bytes,
             )
-        except (VolumeError, EnvError, ApiError) as exc:
+        except (VolumeError, EnvError, ApiException) as exc:
             self.sandbox_message = str(exc)
             for run in self.init_runs + self.runs:
                 run.view.waiting_reason = "ContainerCreating"
@@ -324,26 +323,26 @@ class PodWorker(threading.Thread):
                 run.view.waiting_reason = "PodInitializing"
 
     def _token_provider(self, audience: str | None, expiration: int) -> str:
-        return self.node.request_token(self.pod, audience, expiration)
+        return self.host.request_token(self.pod, audience, expiration)
 
     def _refresh_tokens(self, pod: JSON) -> None:
         assert self.volumes is not None
         try:
             fresh = materialize_volumes(
-                self._pod_with_status(pod), self.dir, self.node.lookup, self._token_provider,
-                workdir=self.node.workdir, allocatable=self.node.allocatable,
-                fallback_ca=self.node.ca_bytes, only=set(self.volumes.token_volumes),
+                self._pod_with_status(pod), self.dir, self.host.lookup, self._token_provider,
+                workdir=self.settings.workdir, allocatable=self.settings.allocatable,
+                fallback_ca=self.host.ca_bytes, only=set(self.volumes.token_volumes),
             )
             self.token_refresh_at = time.time() + (fresh.refresh_after or 600)
-        except (VolumeError, ApiError) as exc:
+        except (VolumeError, ApiException) as exc:
             log.warning("refreshing tokens of %s/%s failed: %s", self.namespace, self.pod_name, exc)
             self.token_refresh_at = time.time() + 30
 
     # -- containers ---------------------------------------------------------------------------
     def _container_env(self, pod: JSON, spec: JSON) -> tuple[dict[str, str], dict[str, str]]:
-        node = self.node
+        node = self.settings
         base: dict[str, str] = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
-        host, port = node.api_host_port
+        host, port = self.host.endpoint.host_port
         base.update({
             "PATH": node.default_path,
             "HOSTNAME": (pod.get("spec") or {}).get("hostname") or self.pod_name,
@@ -354,7 +353,7 @@ class PodWorker(threading.Thread):
             "PYTHONUNBUFFERED": "1",
             "VIRTUAL_ENV": str(node.python_prefix),
         })
-        result = resolve_env(self._pod_with_status(pod), spec, node.lookup, base=base,
+        result = resolve_env(self._pod_with_status(pod), spec, self.host.lookup, base=base,
                              allocatable=node.allocatable)
         env = result.env
         path = env.get("PATH", "")
@@ -377,11 +376,11 @@ class PodWorker(threading.Thread):
             ca = Path(sa_dir) / "ca.crt"
             kubeconfig = write_pod_kubeconfig(
                 self.dir / "kube" / f"{spec['name']}.kubeconfig",
-                server=node.conn.server,
+                server=self.host.endpoint.server,
                 token_file=Path(sa_dir) / "token",
-                ca_file=ca if ca.exists() else node.ca_path,
+                ca_file=ca if ca.exists() else self.host.endpoint.ca_file,
                 namespace=self.namespace,
-                insecure=not node.conn.verify,
+                insecure=not self.host.endpoint.verify,
             )
             extra["KUBECONFIG"] = str(kubeconfig)
         for key, value in extra.items():
@@ -401,7 +400,7 @@ class PodWorker(threading.Thread):
         return cwd
 
     def _start(self, run: ContainerRun, pod: JSON) -> None:
-        node = self.node
+        node = self.settings
         view = run.view
         log_path = self.dir / f"{run.name}.log"
         try:
@@ -412,14 +411,14 @@ class PodWorker(threading.Thread):
             view.waiting_message = str(exc)
             run.next_start = time.time() + 1.0
             return
-        except ApiError as exc:
+        except ApiException as exc:
             view.state = "waiting"
             view.waiting_reason = "CreateContainerConfigError"
             view.waiting_message = f"looking up env sources failed: {exc}"
             run.next_start = time.time() + 1.0
             return
         cwd = self._workdir_for(run.spec, mounts)
-        if node._stopping.is_set():
+        if self.host.stopping.is_set():
             return
         try:
             argv = expand_argv(container_argv(run.spec, node.image_entrypoints), env)
@@ -432,7 +431,7 @@ class PodWorker(threading.Thread):
             message = getattr(exc, "message", str(exc))
             with open(log_path, "a") as fh:
                 fh.write(f"[local node] cannot start container {run.name}: {message}\n")
-            node.event(pod, "Failed", f"Error: {reason}: {message}", warning=True)
+            self.host.event(pod, "Failed", f"Error: {reason}: {message}", warning=True)
             if view.started_at is not None or view.last_terminated or view.terminated:
                 view.restart_count += 1
             self._record_exit(run, Terminated(exit_code=128, reason=reason, message=message,
@@ -463,7 +462,7 @@ class PodWorker(threading.Thread):
                                                                "pid": proc.pid}))
         log.info("pod %s/%s container %s started pid %d: %s", self.namespace, self.pod_name,
                  run.name, proc.pid, argv)
-        node.event(pod, "Started", f"Started container {run.name}")
+        self.host.event(pod, "Started", f"Started container {run.name}")
 
     def _reap(self, run: ContainerRun, pod: JSON) -> None:
         if run.proc is None:
@@ -501,10 +500,10 @@ class PodWorker(threading.Thread):
         restart = policy == "Always" or (policy == "OnFailure" and term.exit_code != 0)
         if run.init:
             restart = term.exit_code != 0 and policy != "Never"
-        if self.terminal_phase is not None or self.node._stopping.is_set():
+        if self.terminal_phase is not None or self.host.stopping.is_set():
             restart = False
         ran_for = term.finished_at - run.started_wall if term.finished_at and run.started_wall else 0
-        if ran_for > 2 * self.node.restart_backoff_max:
+        if ran_for > 2 * self.settings.restart_backoff_max:
             run.crashes = 0
         run.crashes += 1
         log.info("pod %s/%s container %s exited %d (%s)%s", self.namespace, self.pod_name,
@@ -514,7 +513,7 @@ class PodWorker(threading.Thread):
             run.done = True
             return
         delay = 0.0 if run.crashes <= 1 else min(
-            self.node.restart_backoff * 2 ** (run.crashes - 2), self.node.restart_backoff_max
+            self.settings.restart_backoff * 2 ** (run.crashes - 2), self.settings.restart_backoff_max
         )
         run.next_start = time.time() + delay
         view.state = "waiting"
@@ -525,7 +524,7 @@ class PodWorker(threading.Thread):
             f"pod={self.pod_name}_{self.namespace}({self.uid})"
         )
         if delay:
-            self.node.event(self.pod, "BackOff", f"Back-off restarting failed container "
+            self.host.event(self.pod, "BackOff", f"Back-off restarting failed container "
                             f"{run.name} in pod {self.pod_name}", warning=True)
 
     def _probe(self, run: ContainerRun, pod: JSON) -> None:
@@ -561,13 +560,13 @@ class PodWorker(threading.Thread):
             ok, msg = run_probe(readiness.probe, pod_ip=self.ip or "", ports=ports, env=run.env,
                                 cwd=cwd)
             if readiness.record(ok, time.time(), msg) and not readiness.result:
-                self.node.event(pod, "Unhealthy", f"Readiness probe failed: {msg}", warning=True)
+                self.host.event(pod, "Unhealthy", f"Readiness probe failed: {msg}", warning=True)
             view.ready = readiness.result
 
     def _kill_for_probe(self, run: ContainerRun, pod: JSON, kind: str, msg: str) -> None:
         assert run.proc is not None
-        self.node.event(pod, "Unhealthy", f"{kind} probe failed: {msg}", warning=True)
-        self.node.event(pod, "Killing", f"Container {run.name} failed {kind.lower()} probe, "
+        self.host.event(pod, "Unhealthy", f"{kind} probe failed: {msg}", warning=True)
+        self.host.event(pod, "Killing", f"Container {run.name} failed {kind.lower()} probe, "
                         "will be restarted")
         run.kill_message = f"{kind} probe failed: {msg}"
         grace = self._grace(pod)
@@ -581,7 +580,7 @@ class PodWorker(threading.Thread):
         grace = meta.get("deletionGracePeriodSeconds")
         if grace is None:
             grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-        return float(min(float(grace or 0), self.node.max_grace_period))
+        return float(min(float(grace or 0), self.settings.max_grace_period))
 
     def kill_all(self, grace: float, message: str = "") -> None:
         """SIGTERM every container's process group, wait up to ``grace``, SIGKILL the rest."""
@@ -614,7 +613,7 @@ class PodWorker(threading.Thread):
     def _terminate(self, pod: JSON) -> None:
         grace = self._grace(pod)
         if any(r.proc is not None for r in self.init_runs + self.runs):
-            self.node.event(pod, "Killing", "Stopping pod")
+            self.host.event(pod, "Killing", "Stopping pod")
         self.kill_all(grace)
         if self.terminal_phase is None:
             statuses = [container_status(r.view) for r in self.runs]
@@ -623,7 +622,7 @@ class PodWorker(threading.Thread):
             )
             self._finish("Succeeded" if all_ok else "Failed", "", "")
         self._push_status()
-        self.node._delete_pod_now(pod)
+        self.host.delete_pod_now(pod)
         log.info("pod %s/%s terminated and deleted", self.namespace, self.pod_name)
 
     # -- status -------------------------------------------------------------------------------
@@ -654,8 +653,8 @@ class PodWorker(threading.Thread):
         status: JSON = {
             "phase": phase,
             "conditions": own + foreign,
-            "hostIP": self.node.host_ip,
-            "hostIPs": [{"ip": self.node.host_ip}],
+            "hostIP": self.settings.host_ip,
+            "hostIPs": [{"ip": self.settings.host_ip}],
             "containerStatuses": statuses,
         }
         if self.ip:
@@ -679,23 +678,20 @@ class PodWorker(threading.Thread):
                 return
             body = {"metadata": {"resourceVersion": pod["metadata"].get("resourceVersion")},
                     "status": status}
-            path = f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}/status"
             try:
-                updated = self.node.client.patch(path, body, MERGE_PATCH)
-            except ApiError as exc:
+                updated = self.host.patch_pod_status(self.namespace, self.pod_name, body)
+            except ApiException as exc:
                 if exc.status == 404:
                     self.gone = True
                     return
                 if exc.status == 409 and attempt < 5:
-                    fresh = self.node.client.get_or_none(
-                        f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}"
-                    )
+                    fresh = self.host.read_pod(self.namespace, self.pod_name)
                     if fresh is None or fresh["metadata"].get("uid") != self.uid:
                         self.gone = True
                         return
                     self.update(fresh)
                     continue
-                if not self.node._stopping.is_set():
+                if not self.host.stopping.is_set():
                     log.warning("status update of %s/%s failed: %s", self.namespace,
                                 self.pod_name, exc)
                 return

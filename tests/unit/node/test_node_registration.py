@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlops_localstack.node.standin import node_manifest, node_selector_matches, node_status
+from mlops_localstack.node.registration import node_manifest, node_selector_matches, node_status
 
 
 def test_node_status_is_ready_and_keeps_transition_times() -> None:
