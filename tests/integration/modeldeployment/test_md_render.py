@@ -395,3 +395,106 @@ def test_deleting_the_modeldeployment_collects_every_child(
     kubectl("delete", "modeldeployment", o.name, "-n", o.namespace, "--wait=false")
     poll("garbage collection of the children", lambda: o.get(kinds, selector=selector) == [],
          timeout=90)  # fmt: skip
+
+
+# -- the rendered objects serve: router + model servers on the node stand-in ----------------------
+
+ROW = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}
+
+
+def _register_two_versions(tracking_uri: str, name: str) -> None:
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # process-wide: another suite may have moved it
+    mlflow.set_experiment(f"md-render-{name}")
+    for c in (0.1, 1.0):
+        with mlflow.start_run():
+            model = LogisticRegression(C=c, max_iter=500).fit(X, y)
+            mlflow.sklearn.log_model(
+                model, name="model", registered_model_name=name,
+                signature=infer_signature(X, model.predict(X)),
+            )  # fmt: skip
+
+
+def _ready_pod_ips(o: Owner, selector: str, count: int) -> list[str] | None:
+    pods = [
+        p for p in o.get("pods", selector=selector)
+        if not p["metadata"].get("deletionTimestamp")
+        and any(c["type"] == "Ready" and c["status"] == "True"
+                for c in (p.get("status") or {}).get("conditions") or [])
+    ]  # fmt: skip
+    return [p["status"]["podIP"] for p in pods] if len(pods) == count else None
+
+
+@pytest.mark.skipif("config.getoption('--cluster') not in ('auto', 'local')")
+def test_rendered_router_and_servers_serve_and_the_split_changes_without_restart(
+    crds: list[str], node: Any, mlflow_server: Any, kubectl: Callable[..., Any], namespace: str
+) -> None:
+    import httpx
+
+    if node is None:
+        pytest.skip("needs the local stack's node stand-in")
+    model = f"md-render-{namespace[-5:]}"
+    _register_two_versions(mlflow_server.tracking_uri, model)
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["spec"].pop("retrain")
+    doc["spec"]["model"] = model
+    doc["spec"]["variants"] = [
+        {"name": "champion", "modelUri": f"models:/{model}/1", "weight": 90, "replicas": 1},
+        {"name": "challenger", "modelUri": f"models:/{model}/2", "weight": 10, "replicas": 1},
+    ]
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+    stored = json.loads(kubectl("get", "md", "iris", "-n", namespace, "-o", "json").stdout)
+    o = Owner(kubectl, namespace, "iris", stored["metadata"]["uid"],
+              ModelDeploymentSpec.model_validate(stored["spec"]))  # fmt: skip
+
+    for variant, version in (("champion", "1"), ("challenger", "2")):
+        o.apply(build_variant_deployment(
+            o.name, o.namespace, o.uid, o.spec, variant, version,
+            tracking_uri=mlflow_server.tracking_uri, default_image=IMAGE,
+        ))  # fmt: skip
+        o.apply(build_variant_service(o.name, o.namespace, o.uid, o.spec, variant))
+    weights = effective_weights(spec_weights(o.spec))
+    for obj in [
+        *build_router_rbac(o.name, o.namespace, o.uid, o.spec),
+        build_router_configmap(o.name, o.namespace, o.uid, o.spec, weights),
+        build_router_deployment(o.name, o.namespace, o.uid, o.spec, default_image=IMAGE),
+    ]:
+        o.apply(obj)
+
+    servers = "app.kubernetes.io/component=model-server"
+    poll("both model servers Ready", lambda: _ready_pod_ips(o, servers, 2), timeout=180)
+    routers = "app.kubernetes.io/component=router"
+    (ip,) = poll("the router Ready (its endpoints found)", lambda: _ready_pod_ips(o, routers, 1),
+                 timeout=120)  # fmt: skip
+    router_pod = o.get("pods", selector=routers)[0]["metadata"]["uid"]
+    url = f"http://{ip}:8080"
+
+    def served(n: int) -> dict[str, int]:
+        seen: dict[str, int] = {}
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            for _ in range(n):
+                r = client.post(f"{url}/v2/models/{model}/infer", json=ROW)
+                assert r.status_code == 200, r.text
+                seen[r.json()["model_version"]] = seen.get(r.json()["model_version"], 0) + 1
+        return seen
+
+    seen = served(100)
+    assert set(seen) == {"1", "2"} and 88 <= seen["1"] <= 92, seen
+
+    # the whole split moved to the challenger: the router re-reads its ConfigMap, no restart
+    flipped = effective_weights({"champion": 0, "challenger": 100})
+    o.apply(build_router_configmap(o.name, o.namespace, o.uid, o.spec, flipped))
+    poll("the router to apply the new split",
+         lambda: httpx.get(f"{url}/router/status", trust_env=False).json()["weights"]
+         == {"champion": 0, "challenger": 100}, timeout=30)  # fmt: skip
+    assert served(20) == {"2": 20}
+    assert o.get("pods", selector=routers)[0]["metadata"]["uid"] == router_pod
+    statuses = o.get("pods", selector=routers)[0]["status"]["containerStatuses"]
+    assert statuses[0]["restartCount"] == 0
