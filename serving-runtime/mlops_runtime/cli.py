@@ -1,4 +1,5 @@
-"""``mlops-runtime``: ``serve`` a model, run the ``router``, or ``train`` (reference trainer)."""
+"""``mlops-runtime``: ``serve`` a model, run the ``router``, ``train`` (the reference trainer) or
+``evaluate`` a model on a holdout set (the default validation Job)."""
 
 from __future__ import annotations
 
@@ -39,12 +40,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mlops_runtime.train import main as train_main  # the reference trainer
 
         return int(train_main(argv[1:]) or 0)
+    if argv and argv[0] == "evaluate":
+        from mlops_runtime.evaluate import main as evaluate_main  # the holdout evaluator
+
+        return int(evaluate_main(argv[1:], prog="mlops-runtime evaluate") or 0)
 
     parser = argparse.ArgumentParser(prog="mlops-runtime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _router_parser(sub)
     sub.add_parser("train", help="run the reference trainer (see mlops_runtime.train)")
+    sub.add_parser("evaluate", help="evaluate a model on a holdout set (mlops_runtime.evaluate)")
     args = parser.parse_args(argv)
 
     if args.command == "serve":

@@ -1,4 +1,4 @@
-"""Training datasets for the reference trainer: load a table from a URI and digest its content.
+"""Datasets of the reference trainer and the holdout evaluator: load a table from a URI, digest it.
 
 Supported sources (see ``docs/training.md``):
 
@@ -55,6 +55,8 @@ class LoadedDataset:
     digest: str
     version: str | None = None
     default_target: str | None = None
+    #: scikit-learn's class names in label-code order (the label column holds these names).
+    class_names: tuple[str, ...] | None = None
 
     @property
     def digest_hex(self) -> str:
@@ -121,15 +123,17 @@ def _parse(data: bytes, name: str, where: str) -> pd.DataFrame:
     return frame
 
 
-def _load_sklearn(uri: str, name: str) -> tuple[pd.DataFrame, bytes]:
+def _load_sklearn(uri: str, name: str) -> tuple[pd.DataFrame, bytes, tuple[str, ...] | None]:
     from sklearn import datasets
 
     bunch = getattr(datasets, f"load_{name}")(as_frame=True)
     frame = bunch.frame.copy()
     names = getattr(bunch, "target_names", None)
+    class_names = None
     if names is not None and len(names) and frame["target"].dtype.kind in "iu":
-        frame["target"] = [str(names[i]) for i in frame["target"]]
-    return frame, frame.to_csv(index=False).encode()
+        class_names = tuple(str(n) for n in names)
+        frame["target"] = [class_names[i] for i in frame["target"]]
+    return frame, frame.to_csv(index=False).encode(), class_names
 
 
 def _read_fsspec(uri: str) -> bytes:
@@ -177,8 +181,8 @@ def load_dataset(
     check_uri(uri)
     scheme, rest = split_scheme(uri)
     if scheme in SKLEARN_SCHEMES:
-        frame, data = _load_sklearn(uri, rest)
-        return LoadedDataset(frame, uri, rest, md5_digest(data), version, "target")
+        frame, data, class_names = _load_sklearn(uri, rest)
+        return LoadedDataset(frame, uri, rest, md5_digest(data), version, "target", class_names)
     data = _read_fsspec(uri)
     frame = _parse(data, rest, repr(uri))
     name = PurePosixPath(rest.split("?", 1)[0]).stem or "dataset"

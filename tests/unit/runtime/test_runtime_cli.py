@@ -15,7 +15,7 @@ def test_help_lists_the_subcommands(capsys) -> None:  # noqa: ANN001
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "serve" in out and "router" in out and "train" in out
+    assert all(name in out for name in ("serve", "router", "train", "evaluate"))
 
 
 def test_train_is_dispatched_lazily(monkeypatch) -> None:  # noqa: ANN001
