@@ -39,13 +39,15 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .datasets import DatasetError, DvcLocation, LoadedDataset, load_dataset
+from .termination import write_termination_message
+from .train_logging import log_dataset, log_model
 
 TAG_DATASET_DIGEST = "mlops.dev/dataset-digest"
 TAG_DATASET_URI = "mlops.dev/dataset-uri"
-MODEL_ARTIFACT_PATH = "model"
 BASELINE_ARTIFACT = "baseline/histograms.json"
 
 #: Params the trainer itself consumes (everything else may be an estimator hyperparameter).
@@ -112,17 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-version", help="dataset version label (default: $DATASET_VERSION)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--run-id", help="MLflow run to resume (default: $MLFLOW_RUN_ID)")
-    p.add_argument(
-        "--experiment", help="experiment of a new run (default: $MLFLOW_EXPERIMENT_NAME)"
-    )
+    p.add_argument("--experiment", help="experiment of a new run (default: $MLFLOW_EXPERIMENT_NAME)")
     p.add_argument("--model", help="registered model name (recorded as a tag only)")
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a param, overriding the environment (repeatable)",
-    )
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a param, overriding the environment (repeatable)")  # fmt: skip
     return p
 
 
@@ -251,106 +246,106 @@ def baseline_histograms(X: Any, feature_names: Sequence[str]) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _termination_message(text: str) -> None:
-    """Write the reason where Kubernetes (or the node stand-in) reads the termination message."""
-    path = os.environ.get("MLOPS_LOCAL_TERMINATION_LOG") or "/dev/termination-log"
-    if path == "/dev/termination-log" and not os.path.exists(path):
-        return  # not in a Kubernetes container
-    try:
-        with open(path, "w") as fh:
-            fh.write(text[-4000:])
-    except OSError:
-        pass
-
-
 def _fail(code: int, message: str) -> int:
     line = " ".join(message.split())
     sys.stdout.flush()
     print(f"mlops-runtime train: {line}", file=sys.stderr, flush=True)
-    _termination_message(line)
+    write_termination_message(line)
     return code
 
 
-def _log_dataset(mlflow: Any, ds: LoadedDataset, target: str) -> None:
-    from mlflow.data.pandas_dataset import from_pandas
+@dataclass
+class _Inputs:
+    """What one training run reads: params and where the dataset is."""
 
-    try:
-        dataset = from_pandas(
-            ds.frame, source=ds.uri, targets=target, name=ds.name, digest=ds.digest_hex[:36]
-        )
-    except Exception:  # a source URI MLflow cannot classify: record it as a code source
-        from mlflow.data.code_dataset_source import CodeDatasetSource
-
-        dataset = from_pandas(
-            ds.frame,
-            source=CodeDatasetSource({"uri": ds.uri}),
-            targets=target,
-            name=ds.name,
-            digest=ds.digest_hex[:36],
-        )
-    tags = {"uri": ds.uri, "digest": ds.digest}
-    if ds.version:
-        tags["version"] = ds.version
-    mlflow.log_input(dataset, context="training", tags=tags)
+    params: dict[str, str]
+    uri: str | None
+    version: str | None
+    dvc: DvcLocation | None
 
 
-def _trusted_types(model: Any) -> dict[str, Any]:
-    """``skops_trusted_types`` for a model we trained ourselves (MLflow 3 saves sklearn models
-    with skops, which refuses e.g. tree node storage unless it is named as trusted)."""
-    import inspect
-
-    import mlflow.sklearn
-
-    if "skops_trusted_types" not in inspect.signature(mlflow.sklearn.save_model).parameters:
-        return {}
-    try:
-        import skops.io as sio
-    except ImportError:
-        return {}
-    return {"skops_trusted_types": sio.get_untrusted_types(data=sio.dumps(model))}
-
-
-def log_model(mlflow: Any, model: Any, example: Any, signature: Any) -> None:
-    """Log ``model`` as plain run artifacts under ``model/`` (sklearn flavor).
-
-    MLflow 3's ``log_model`` stores the files under a LoggedModel, outside the run's artifact
-    tree, and a registry version created from ``runs:/<id>/model`` then has nothing to
-    download. Saving the model and logging the directory keeps ``runs:/<id>/model`` a real
-    artifact location on MLflow 2 and 3 alike.
-    """
-    import tempfile
-
-    import mlflow.sklearn
-
-    with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
-        path = os.path.join(tmp, MODEL_ARTIFACT_PATH)
-        mlflow.sklearn.save_model(
-            model,
-            path,
-            signature=signature,
-            input_example=example,
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(),
-            **_trusted_types(model),
-        )
-        mlflow.log_artifacts(path, MODEL_ARTIFACT_PATH)
-
-
-def run_training(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Load, train, evaluate and log one run; returns the process exit code."""
-    import mlflow
-
+def _inputs(args: argparse.Namespace, env: Mapping[str, str]) -> _Inputs:
+    """Params (flags over the environment) and the dataset location."""
     params = params_from_env(env)
     for item in args.param:
         name, sep, value = item.partition("=")
         if not sep:
-            return _fail(1, f"--param {item!r} must be NAME=VALUE")
+            raise TrainingError(f"--param {item!r} must be NAME=VALUE")
         params[name] = value
     uri = args.dataset or env.get("DATASET_URI") or env.get("MLOPS_DATASET_URI")
     version = args.dataset_version or env.get("DATASET_VERSION") or env.get("MLOPS_DATASET_VERSION")
     dvc = None
     if env.get("MLOPS_DVC_REPO") and env.get("MLOPS_DVC_PATH"):
         dvc = DvcLocation(env["MLOPS_DVC_REPO"], env["MLOPS_DVC_PATH"], env.get("MLOPS_DVC_REV"))
+    return _Inputs(params, uri, version, dvc)
 
+
+@dataclass
+class _Trained:
+    """A fitted estimator with what the run logs about it."""
+
+    estimator: Any
+    chosen: dict[str, Any]
+    results: dict[str, float]
+    X_train: Any
+    features: list[str]
+    target: str
+
+
+def _train(ds: LoadedDataset, params: Mapping[str, str]) -> _Trained:
+    """Split, fit and evaluate (no MLflow)."""
+    from sklearn.model_selection import train_test_split
+
+    X, y, features, target = split_features(ds, params)
+    seed = int(coerce(params.get("seed", DEFAULTS["seed"])))
+    test_size = float(coerce(params.get("test_size", DEFAULTS["test_size"])))
+    stratify = y if y.value_counts().min() >= 2 else None
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_size, random_state=seed, stratify=stratify
+    )
+    est, chosen, unused = make_estimator(params)
+    if unused:
+        print(f"warning: params not used by {type(est).__name__}: {unused}", file=sys.stderr)
+    est.fit(X_train, y_train)
+    slice_cols = [c.strip() for c in params.get("slice_columns", "").split(",") if c.strip()]
+    missing = [c for c in slice_cols if c not in ds.frame.columns]
+    if missing:
+        raise TrainingError(f"slice columns {missing} not in dataset")
+    test_rows = ds.frame.loc[X_test.index]
+    results = evaluate(
+        est, X_test, y_test, X_train, y_train, {c: test_rows[c] for c in slice_cols}
+    )
+    return _Trained(est, chosen, results, X_train, features, target)
+
+
+def _log_run(mlflow: Any, run_id: str, ds: LoadedDataset, params: Mapping[str, str],
+             trained: _Trained, model_name: str | None) -> None:  # fmt: skip
+    """Params not logged yet, metrics, tags, the dataset input, the baseline and the model."""
+    from mlflow.models import infer_signature
+
+    est = trained.estimator
+    logged = set(mlflow.get_run(run_id).data.params)
+    chosen = {k: str(v) for k, v in trained.chosen.items()}
+    effective = {**DEFAULTS, "target": trained.target, **params, **chosen}
+    effective.setdefault("estimator", type(est).__name__)
+    mlflow.log_params({k: v for k, v in effective.items() if k not in logged})
+    mlflow.log_metrics(trained.results)
+    tags = {TAG_DATASET_DIGEST: ds.digest, TAG_DATASET_URI: ds.uri}
+    mlflow.set_tags({**tags, **({"mlops.dev/model": model_name} if model_name else {})})
+    log_dataset(mlflow, ds, trained.target)
+    mlflow.log_dict(baseline_histograms(trained.X_train, trained.features), BASELINE_ARTIFACT)
+    example = trained.X_train.head(5)
+    log_model(mlflow, est, example, infer_signature(example, est.predict(example)))
+
+
+def run_training(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Load, train, evaluate and log one run; returns the process exit code."""
+    import mlflow
+
+    try:
+        inputs = _inputs(args, env)
+    except TrainingError as exc:
+        return _fail(1, str(exc))
     tracking_uri = args.tracking_uri or env.get("MLFLOW_TRACKING_URI")
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
@@ -358,58 +353,16 @@ def run_training(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if not run_id:
         mlflow.set_experiment(args.experiment or env.get("MLFLOW_EXPERIMENT_NAME") or "default")
     run = mlflow.start_run(run_id=run_id)
+    params = inputs.params
     status, code, reason = "FAILED", 1, ""
     try:
         if params.get("sleep_seconds"):  # test hook: a slow "training"
             time.sleep(float(params["sleep_seconds"]))
-        ds = load_dataset(uri, version, dvc)
+        ds = load_dataset(inputs.uri, inputs.version, inputs.dvc)
         print(f"dataset {ds.uri}: {len(ds.frame)} rows, digest {ds.digest}", flush=True)
-        X, y, features, target = split_features(ds, params)
-        from sklearn.model_selection import train_test_split
-
-        seed = int(coerce(params.get("seed", DEFAULTS["seed"])))
-        test_size = float(coerce(params.get("test_size", DEFAULTS["test_size"])))
-        stratify = y if y.value_counts().min() >= 2 else None
-        X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=test_size, random_state=seed, stratify=stratify
-        )
-        est, chosen, unused = make_estimator(params)
-        if unused:
-            print(f"warning: params not used by {type(est).__name__}: {unused}", file=sys.stderr)
-        est.fit(X_train, y_train)
-        slice_cols = [c.strip() for c in params.get("slice_columns", "").split(",") if c.strip()]
-        missing = [c for c in slice_cols if c not in ds.frame.columns]
-        if missing:
-            raise TrainingError(f"slice columns {missing} not in dataset")
-        test_rows = ds.frame.loc[X_test.index]
-        results = evaluate(
-            est, X_test, y_test, X_train, y_train, {c: test_rows[c] for c in slice_cols}
-        )
-
-        logged = set(mlflow.get_run(run.info.run_id).data.params)
-        effective = {
-            **DEFAULTS,
-            "target": target,
-            **params,
-            **{k: str(v) for k, v in chosen.items()},
-        }
-        effective.setdefault("estimator", type(est).__name__)
-        mlflow.log_params({k: v for k, v in effective.items() if k not in logged})
-        mlflow.log_metrics(results)
-        mlflow.set_tags(
-            {
-                TAG_DATASET_DIGEST: ds.digest,
-                TAG_DATASET_URI: ds.uri,
-                **({"mlops.dev/model": args.model} if args.model else {}),
-            }
-        )
-        _log_dataset(mlflow, ds, target)
-        mlflow.log_dict(baseline_histograms(X_train, features), BASELINE_ARTIFACT)
-
-        from mlflow.models import infer_signature
-
-        example = X_train.head(5)
-        log_model(mlflow, est, example, infer_signature(example, est.predict(example)))
+        trained = _train(ds, params)
+        _log_run(mlflow, run.info.run_id, ds, params, trained, args.model)
+        results = trained.results
         print(f"accuracy={results['accuracy']:.4f} f1_macro={results['f1_macro']:.4f}", flush=True)
         status, code = "FINISHED", 0
     except DatasetError as exc:
