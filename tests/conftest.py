@@ -239,3 +239,16 @@ def operator(cluster: Cluster, crds, mlflow_server, namespace: str, tmp_path: Pa
         yield op
     finally:
         op.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A real Prometheus discovering the session cluster's pods (``prometheus.io/*`` annotations)."""
+    from mlops_localstack.prometheus import PrometheusServer
+
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), kubeconfig=cluster.kubeconfig)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,7 +1,7 @@
 """The local stack behind ``mlops-operator local up|down|status``.
 
-One supervisor process owns every component (control plane, node stand-in, MLflow, the
-operator) as children that die with it; ``up`` starts the supervisor detached and waits until
+One supervisor process owns every component (control plane, node stand-in, MLflow,
+Prometheus, the operator) as children that die with it; ``up`` starts the supervisor detached and waits until
 ``state.json`` says ready; ``down`` signals it and waits until everything is gone.
 """
 
@@ -28,6 +28,7 @@ from .cluster import Cluster
 from .controlplane import ControlPlane
 from .mlflow_server import MlflowServer
 from .procs import Component, LocalStackError, ManagedProcess, free_port, tail
+from .prometheus import PrometheusServer
 
 
 def default_state_dir() -> Path:
@@ -63,8 +64,10 @@ class LocalStack(Component):
     with_node: bool = True
     with_mlflow: bool = True
     with_operator: bool = True
+    with_prometheus: bool = True
     control_plane: ControlPlane | None = field(default=None, init=False)
     mlflow: MlflowServer | None = field(default=None, init=False)
+    prometheus: PrometheusServer | None = field(default=None, init=False)
     node: Any = field(default=None, init=False)
     operator: ManagedProcess | None = field(default=None, init=False)
     state: dict[str, Any] = field(default_factory=dict, init=False)
@@ -103,6 +106,11 @@ class LocalStack(Component):
             self.node = NodeStandIn(self.control_plane.kubeconfig, workdir=self.state_dir / "node")
             self.node.start()
             self.state["components"]["node"] = str(self.state_dir / "node")
+        if self.with_prometheus:
+            self.prometheus = PrometheusServer(self.state_dir / "prometheus",
+                                               kubeconfig=self.control_plane.kubeconfig).start()
+            self.state["prometheusUrl"] = self.prometheus.url
+            self.state["components"]["prometheus"] = self.prometheus.url
         if self.with_operator:
             metrics_port = free_port()
             env = cluster.env
@@ -113,6 +121,8 @@ class LocalStack(Component):
             )
             if self.mlflow:
                 env["MLOPS_MLFLOW_TRACKING_URI"] = self.mlflow.tracking_uri
+            if self.prometheus:
+                env["MLOPS_PROMETHEUS_URL"] = self.prometheus.url
             self.operator = start_operator(env, self.state_dir / "operator.log")
             self.state["components"]["operator"] = f"metrics http://127.0.0.1:{metrics_port}/metrics"
         self.state["ready"] = True
@@ -121,7 +131,8 @@ class LocalStack(Component):
     def check(self) -> None:
         if self.control_plane:
             self.control_plane.check()
-        for proc in (self.mlflow.process if self.mlflow else None, self.operator):
+        for proc in (self.mlflow.process if self.mlflow else None,
+                     self.prometheus.process if self.prometheus else None, self.operator):
             if proc:
                 proc.check_running()
 
@@ -131,6 +142,8 @@ class LocalStack(Component):
         if self.node:
             with contextlib.suppress(Exception):
                 self.node.stop()
+        if self.prometheus:
+            self.prometheus.stop()
         if self.mlflow:
             self.mlflow.stop()
         if self.control_plane:

@@ -1,0 +1,237 @@
+"""A real Prometheus server (Debian's ``prometheus`` package) that scrapes annotated pods.
+
+It discovers pods through ``kubernetes_sd_configs`` (role ``pod``) against the cluster of a
+kubeconfig (the local stack's admin kubeconfig: client certificate, CA), keeps the pods annotated
+``prometheus.io/scrape: "true"`` and scrapes ``<pod IP>:<prometheus.io/port><prometheus.io/path>``
+(the node stand-in gives each pod a loopback address of its own, reachable from this machine).
+Every series carries ``namespace`` and ``pod``, and ``deployment``, ``variant``, ``version`` from
+the pod labels ``mlops.dev/deployment``, ``mlops.dev/variant``, ``mlops.dev/version``.
+
+Why a Go build like the control plane's and not Debian's package: Debian builds Prometheus
+without Kubernetes service discovery (its 2.42 rejects the config: "field kubernetes_sd_configs
+not found"), and the stack must discover pods as on a cluster. ``build-prometheus.sh`` builds
+the pinned release from the Go module proxy into the cache once (a few minutes); the web UI's
+assets are not in the Go module, the HTTP API is all the stack uses.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from .binaries import cache_root
+from .procs import Component, LocalStackError, ManagedProcess, ensure_port_free, free_port
+
+#: Series labels taken from pod labels (pod label → Prometheus label).
+POD_LABELS = {
+    "mlops.dev/deployment": "deployment",
+    "mlops.dev/variant": "variant",
+    "mlops.dev/version": "version",
+}
+PROMETHEUS_VERSION = os.environ.get("MLOPS_PROMETHEUS_VERSION", "v3.5.0")  # the 3.5 LTS line
+BUILD_SCRIPT = Path(__file__).with_name("build-prometheus.sh")
+#: A string only a build with Kubernetes service discovery carries (Debian's lacks it).
+_K8S_SD_MARKER = b"prometheus/discovery/kubernetes."  # its package, in the symbol table
+
+
+def has_kubernetes_sd(binary: Path) -> bool:
+    """Whether ``binary`` was built with ``kubernetes_sd_configs`` (Debian's is not)."""
+    try:
+        with open(binary, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return mm.find(_K8S_SD_MARKER) != -1
+    except (OSError, ValueError):
+        return False
+
+
+def cached_prometheus() -> Path:
+    return cache_root() / "prometheus" / PROMETHEUS_VERSION / "prometheus"
+
+
+def find_prometheus(allow_build: bool = True) -> Path:
+    """A prometheus binary with Kubernetes service discovery.
+
+    ``$MLOPS_PROMETHEUS_BIN``, else the cache (``<cache>/prometheus/<version>/``), else
+    ``prometheus`` on PATH when it has Kubernetes SD, else a build from the Go module proxy.
+    """
+    looked: list[str] = []
+    explicit = os.environ.get("MLOPS_PROMETHEUS_BIN")
+    candidates = [Path(explicit)] if explicit else [cached_prometheus()]
+    if not explicit and (on_path := shutil.which("prometheus")):
+        candidates.append(Path(on_path))
+    for cand in candidates:
+        if not os.access(cand, os.X_OK):
+            looked.append(f"{cand} (missing)")
+        elif not has_kubernetes_sd(cand):
+            looked.append(f"{cand} (built without kubernetes_sd_configs, like Debian's package)")
+        else:
+            return cand
+    if allow_build and not explicit and shutil.which("go"):
+        return build_prometheus()
+    raise LocalStackError(
+        "no prometheus with Kubernetes service discovery: looked at " + "; ".join(looked)
+        + ". Debian's `apt-get install prometheus` is built without kubernetes_sd_configs; "
+        "build one into the cache with `python -m mlops_localstack.prometheus build` (needs "
+        "Go on PATH and the Go module proxy) or set MLOPS_PROMETHEUS_BIN"
+    )
+
+
+def build_prometheus() -> Path:
+    """Build Prometheus from the Go module proxy into the cache (``build-prometheus.sh``)."""
+    env = dict(os.environ, MLOPS_PROMETHEUS_VERSION=PROMETHEUS_VERSION,
+               MLOPS_CACHE_DIR=str(cache_root()))
+    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, check=False,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0 or not cached_prometheus().exists():
+        raise LocalStackError(f"building Prometheus {PROMETHEUS_VERSION} from the Go module "
+                              f"proxy failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+    return cached_prometheus()
+
+
+def _meta_label(pod_label: str) -> str:
+    """``mlops.dev/variant`` → ``__meta_kubernetes_pod_label_mlops_dev_variant``."""
+    return "__meta_kubernetes_pod_label_" + "".join(
+        c if c.isalnum() else "_" for c in pod_label)
+
+
+def pod_scrape_config(kubeconfig: Path, job: str = "kubernetes-pods") -> dict[str, Any]:
+    """The scrape job for annotated pods (``prometheus.io/scrape|port|path``)."""
+    annotation = "__meta_kubernetes_pod_annotation_prometheus_io_"
+    relabel: list[dict[str, Any]] = [
+        {"source_labels": [annotation + "scrape"], "regex": "true", "action": "keep"},
+        {"source_labels": [annotation + "path"], "regex": "(.+)",
+         "target_label": "__metrics_path__"},
+        # a pod with several declared ports yields one target per port; rewritten to the same
+        # address they are one target (Prometheus drops targets with identical labels)
+        {"source_labels": ["__meta_kubernetes_pod_ip", annotation + "port"],
+         "regex": r"(.+);(\d+)", "replacement": "$1:$2", "target_label": "__address__"},
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+    ]
+    relabel += [{"source_labels": [_meta_label(pod_label)], "target_label": target}
+                for pod_label, target in POD_LABELS.items()]
+    return {
+        "job_name": job,
+        "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
+        "relabel_configs": relabel,
+    }
+
+
+def prometheus_config(
+    kubeconfig: Path, scrape_interval: str = "2s", rule_files: Sequence[Path] = (),
+) -> dict[str, Any]:
+    """The whole ``prometheus.yml``."""
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
+                   "scrape_timeout": scrape_interval},
+        "scrape_configs": [pod_scrape_config(kubeconfig)],
+    }
+    if rule_files:
+        config["rule_files"] = [str(p) for p in rule_files]
+    return config
+
+
+@dataclass
+class PrometheusServer(Component):
+    """``prometheus`` on 127.0.0.1 with its config and TSDB under ``workdir``."""
+
+    workdir: Path
+    kubeconfig: Path
+    scrape_interval: str = "2s"
+    rule_files: Sequence[Path] = ()
+    port: int | None = None
+    host: str = "127.0.0.1"
+    startup_timeout: float = 60.0
+    process: ManagedProcess | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "prometheus.yml"
+
+    def write_config(self) -> Path:
+        config = prometheus_config(Path(self.kubeconfig).absolute(), self.scrape_interval,
+                                   self.rule_files)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return self.config_path
+
+    def _start(self) -> None:
+        binary = str(find_prometheus())
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.port:
+            ensure_port_free(self.port, self.host, what="Prometheus")
+        else:
+            self.port = free_port(self.host)
+        argv = [
+            binary,
+            f"--config.file={self.write_config()}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            "--storage.tsdb.retention.time=1d",
+            f"--web.listen-address={self.host}:{self.port}",
+            "--web.enable-lifecycle",
+            "--log.level=info",
+        ]
+        self.process = ManagedProcess("prometheus", argv, self.workdir / "prometheus.log",
+                                      cwd=self.workdir).start()
+        self.process.wait_until(self.ready, timeout=self.startup_timeout, what="ready (/-/ready)")
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def reload(self) -> None:
+        """Rewrite the config and ask Prometheus to reload it (``--web.enable-lifecycle``)."""
+        self.write_config()
+        httpx.post(f"{self.url}/-/reload", timeout=10).raise_for_status()
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The result vector of an instant query (``/api/v1/query``)."""
+        resp = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+        resp.raise_for_status()
+        return list(resp.json()["data"]["result"])
+
+    def targets(self) -> dict[str, list[dict[str, Any]]]:
+        """``activeTargets`` and ``droppedTargets`` from ``/api/v1/targets``."""
+        resp = httpx.get(f"{self.url}/api/v1/targets", params={"state": "any"}, timeout=10)
+        resp.raise_for_status()
+        return dict(resp.json()["data"])
+
+    def check(self) -> None:
+        if self.process:
+            self.process.check_running()
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mlops_localstack.prometheus build``: find or build it, print the path."""
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["build"]:
+        print("usage: python -m mlops_localstack.prometheus build", file=sys.stderr)
+        return 2
+    try:
+        print(find_prometheus())
+    except LocalStackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
