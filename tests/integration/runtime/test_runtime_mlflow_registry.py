@@ -11,6 +11,7 @@ import sys
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_localstack.cluster import poll
 from mlops_runtime.rest import create_app
@@ -39,16 +40,15 @@ def test_serve_by_version(registered_iris, monkeypatch) -> None:  # noqa: ANN001
         out = c.post(f"/v2/models/{name}/versions/1/infer", json=ROW).json()
         assert out["model_version"] == "1" and out["outputs"][0]["data"] == [0]
         assert c.post(f"/v2/models/{name}/versions/2/infer", json=ROW).status_code == 404
-        metrics = c.get("/metrics").text
+        samples = [s for family in text_string_to_metric_families(c.get("/metrics").text)
+                   for s in family.samples]  # fmt: skip
+        labels = {"model": name, "variant": "green", "version": "1"}
         # the trainer's baseline artifact was found: drift is exported per feature
-        assert f'model="{name}",variant="green",version="1"' in metrics
-        assert 'feature="petal length (cm)"' in metrics
-        ready = [
-            line for line in metrics.splitlines() if line.startswith("mlops_runtime_model_ready{")
-        ]
-        assert ready == [
-            f'mlops_runtime_model_ready{{model="{name}",variant="green",version="1"}} 1.0'
-        ]
+        drift = {s.labels["feature"]: s.labels for s in samples
+                 if s.name == "mlops_runtime_feature_drift_psi"}  # fmt: skip
+        assert drift["petal length (cm)"] == {"feature": "petal length (cm)", **labels}
+        ready = [(s.labels, s.value) for s in samples if s.name == "mlops_runtime_model_ready"]
+        assert ready == [(labels, 1.0)]
 
 
 def test_serve_by_alias_pins_the_version(registered_iris, monkeypatch) -> None:  # noqa: ANN001

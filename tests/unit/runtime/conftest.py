@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -98,3 +99,28 @@ def _infer_body(rows: list[list[float]], datatype: str = "FP64", **extra: object
     body = {"inputs": [{"name": "input-0", "shape": [len(rows), len(rows[0])],
                         "datatype": datatype, "data": flat}], **extra}  # fmt: skip
     return json.dumps(body)
+
+
+class Scrape:
+    """A Prometheus exposition parsed by ``prometheus_client.parser``."""
+
+    def __init__(self, text: str) -> None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        self.samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    def series(self, name: str) -> list[Any]:
+        """Every sample named ``name`` (``name`` as exposed, e.g. ``..._total``)."""
+        return [s for s in self.samples if s.name == name]
+
+    def value(self, name: str, labels: dict[str, str]) -> float | None:
+        """The value of the sample with exactly these labels, ``None`` if there is none."""
+        found = [s.value for s in self.series(name) if s.labels == labels]
+        assert len(found) <= 1, f"{name}{labels} exposed {len(found)} times"
+        return found[0] if found else None
+
+
+@pytest.fixture
+def scrape() -> Callable[[str], Scrape]:
+    """Parse a ``/metrics`` body."""
+    return Scrape

@@ -63,7 +63,7 @@ def test_monitor_ignores_rows_of_the_wrong_width(iris_baseline) -> None:  # noqa
     assert len(monitor.scores()) == 4
 
 
-def test_drift_metric_exported(iris_model_dir, iris, iris_baseline) -> None:  # noqa: ANN001
+def test_drift_metric_exported(iris_model_dir, iris, iris_baseline, scrape) -> None:  # noqa: ANN001
     from fastapi.testclient import TestClient
 
     from mlops_runtime.dataplane import DataPlane
@@ -81,8 +81,6 @@ def test_drift_metric_exported(iris_model_dir, iris, iris_baseline) -> None:  # 
         rows = (X[:20] + np.array([0, 0, 5.0, 0])).tolist()
         assert c.post("/predict", json={"instances": rows}).status_code == 200
         text = c.get("/metrics").text
-    lines = {line.split("feature=")[1].split(",")[0].strip('"'): float(line.split()[-1])
-             for line in text.splitlines()
-             if line.startswith("mlops_runtime_feature_drift_psi{")}  # fmt: skip
-    assert set(lines) == set(names)
-    assert lines[names[2]] > 1.0
+    psi = {s.labels["feature"]: s.value for s in scrape(text).series("mlops_runtime_feature_drift_psi")}
+    assert set(psi) == set(names)
+    assert psi[names[2]] > 1.0

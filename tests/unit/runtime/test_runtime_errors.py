@@ -96,7 +96,7 @@ def test_payload_over_the_limit_is_413(make_client, wait_ready) -> None:  # noqa
     assert small.post("/predict", content=chunks()).status_code == 413
 
 
-def test_a_model_that_fails_to_load_is_not_ready(make_client, tmp_path) -> None:  # noqa: ANN001
+def test_a_model_that_fails_to_load_is_not_ready(tmp_path, scrape) -> None:  # noqa: ANN001
     from fastapi.testclient import TestClient
 
     from mlops_runtime.rest import create_app
@@ -120,7 +120,8 @@ def test_a_model_that_fails_to_load_is_not_ready(make_client, tmp_path) -> None:
         assert c.get("/v2/models/iris/ready").status_code == 503
         r = c.post("/v2/models/iris/infer", content=_with())
         assert r.status_code == 503 and "not ready" in r.json()["error"]
-        assert "mlops_runtime_model_ready{" in c.get("/metrics").text
+        ready = scrape(c.get("/metrics").text).series("mlops_runtime_model_ready")
+        assert [s.value for s in ready] == [0.0]
 
 
 def test_a_bug_in_the_model_is_a_500_with_an_error_body(client, monkeypatch) -> None:  # noqa: ANN001

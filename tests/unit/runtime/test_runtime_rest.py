@@ -80,24 +80,22 @@ def test_predict_instances(client, iris) -> None:  # noqa: ANN001
     assert r.json()["predictions"] == [y[0], y[149]]
 
 
-def test_metrics_count_requests_classes_and_load_time(client, iris, infer_body) -> None:  # noqa: ANN001
+def test_metrics_count_requests_classes_and_load_time(client, iris, infer_body, scrape) -> None:  # noqa: ANN001
     X, _, _ = iris
     for rows in (X[:3].tolist(), X[100:102].tolist()):
         assert client.post("/v2/models/iris/infer", content=infer_body(rows)).status_code == 200
     client.post("/v2/models/iris/infer", content="{")
-    text = client.get("/metrics").text
-    labels = 'model="iris",variant="blue",version=""'
-    assert f'mlops_runtime_requests_total{{code="200",endpoint="infer",{labels}}} 2.0' in text
-    assert f'mlops_runtime_requests_total{{code="400",endpoint="infer",{labels}}} 1.0' in text
-    assert f'mlops_runtime_errors_total{{endpoint="infer",kind="client",{labels}}} 1.0' in text
-    assert f'mlops_runtime_predictions_total{{class="0",{labels}}} 3.0' in text
-    assert f'mlops_runtime_predictions_total{{class="2",{labels}}} 2.0' in text
-    assert f'mlops_runtime_request_duration_seconds_count{{endpoint="infer",{labels}}} 3.0' in text
-    assert f"mlops_runtime_model_ready{{{labels}}} 1.0" in text
-    load = [
-        line for line in text.splitlines() if line.startswith("mlops_runtime_model_load_seconds{")
-    ]
-    assert load and float(load[0].split()[-1]) > 0
+    m = scrape(client.get("/metrics").text)
+    labels = {"model": "iris", "variant": "blue", "version": ""}
+    infer = {"endpoint": "infer", **labels}
+    assert m.value("mlops_runtime_requests_total", {"code": "200", **infer}) == 2.0
+    assert m.value("mlops_runtime_requests_total", {"code": "400", **infer}) == 1.0
+    assert m.value("mlops_runtime_errors_total", {"kind": "client", **infer}) == 1.0
+    assert m.value("mlops_runtime_predictions_total", {"class": "0", **labels}) == 3.0
+    assert m.value("mlops_runtime_predictions_total", {"class": "2", **labels}) == 2.0
+    assert m.value("mlops_runtime_request_duration_seconds_count", infer) == 3.0
+    assert m.value("mlops_runtime_model_ready", labels) == 1.0
+    assert m.value("mlops_runtime_model_load_seconds", labels) > 0
 
 
 def test_openapi_documents_inference(client) -> None:  # noqa: ANN001
