@@ -44,24 +44,34 @@ def make_client(tracking_uri: str, timeout: float = 10.0, retries: int = 0) -> M
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+#: HTTP statuses (as MLflow maps its error codes) that say "try again later".
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (MLflow wraps without ``from``)."""
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
 def is_unreachable(exc: BaseException) -> bool:
-    """True for connection-level failures (server down, refused, timed out, 5xx)."""
+    """True for failures worth retrying: no connection, a timeout, or a 429/5xx answer.
+
+    Classified by exception type and HTTP status, never by message text: a 401/403/404 (with
+    or without a JSON body) is an answer, not an outage.
+    """
+    import requests
     from mlflow.exceptions import MlflowException
 
-    text = f"{type(exc).__name__}: {exc}"
-    markers = (
-        "Connection refused", "ConnectionError", "Max retries exceeded", "timed out",
-        "Read timed out", "RemoteDisconnected", "NewConnectionError", "503", "502", "504",
-        "API request to", "too many 500 error responses", "500 Server Error",
-    )
-    if isinstance(exc, MlflowException):
-        code = getattr(exc, "error_code", "")
-        if code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR"):
+    for err in _chain(exc):
+        if isinstance(err, requests.exceptions.ConnectionError | requests.exceptions.Timeout
+                      | ConnectionError | TimeoutError):
             return True
-        return any(m in text for m in markers)
-    import requests
-
-    return isinstance(exc, requests.exceptions.RequestException | ConnectionError | TimeoutError)
+    return isinstance(exc, MlflowException) and exc.get_http_status_code() in TRANSIENT_STATUSES
 
 
 def is_not_found(exc: BaseException) -> bool:

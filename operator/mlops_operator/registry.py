@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import tracking
 from .mlflow_utils import TAG_MODELVERSION, TAG_TRAININGRUN, is_not_found, register_version
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
     if not run_id:
         return {}
     try:
-        return dict(client.get_run(run_id).data.metrics)
+        return tracking.run_metrics(client.get_run(run_id))
     except MlflowException as exc:
         if is_not_found(exc):
             return {}
@@ -154,16 +155,16 @@ def run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
 
 
 def alias_holder(client: MlflowClient, model: str, alias: str) -> MlflowModelVersion | None:
-    """The version holding ``alias``, or None."""
+    """The version holding ``alias``, or None (no such alias, or no such model)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(model, alias)
+        version = (client.get_registered_model(model).aliases or {}).get(alias)
     except MlflowException as exc:
-        code = getattr(exc, "error_code", "")
-        if is_not_found(exc) or (code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc)):
+        if is_not_found(exc):
             return None
         raise
+    return None if version is None else client.get_model_version(model, str(version))
 
 
 def ledger(client: MlflowClient, model: str, alias: str) -> str | None:

@@ -47,6 +47,11 @@ class OperatorSettings(BaseSettings):
     watch_timeout_seconds: int = Field(
         300, description="server-side watch timeout; kopf reconnects after it (kopf #585)"
     )
+    workers: int = Field(
+        8, ge=1, le=256,
+        description="reconcile passes run at once, per kind (threads: MLflow and the Kubernetes "
+        "client block)",
+    )
     client_timeout_seconds: float = Field(60.0, description="client-side watch/request timeout")
     mlflow_request_timeout: float = Field(10.0, description="timeout of one MLflow API call")
     peering: str | None = Field(

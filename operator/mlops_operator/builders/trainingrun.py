@@ -9,58 +9,41 @@ them — onto the children).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from .. import API_VERSION
 from ..api import ModelVersionSpec, TrainingRunSpec
+from .common import (
+    LABEL_COMPONENT,
+    LABEL_MODEL,
+    LABEL_RUN_ID,
+    LABEL_TRAININGRUN,
+    MANAGED_BY,
+    MAX_NAME,
+    OPERATOR,
+    label_value,
+    owner_reference,
+    truncate,
+)
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-OPERATOR = "mlops-operator"
-LABEL_TRAININGRUN = "mlops.dev/trainingrun"
-LABEL_MODEL = "mlops.dev/model"
-LABEL_RUN_ID = "mlops.dev/run-id"
-LABEL_COMPONENT = "app.kubernetes.io/component"
 #: The container of the training pod (its exit code and message end up in the status).
 CONTAINER = "train"
 DEFAULT_COMMAND = ("mlops-runtime", "train")
 #: Env vars the operator owns; a TrainingRun's own ``env`` cannot override them.
 RESERVED_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLOPS_PARAMS")
-MAX_NAME = 63  # Job names become label values on their pods
-
-
-def _short_hash(text: str, n: int = 8) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def _truncate(text: str, limit: int, suffix: str = "") -> str:
-    """``text + suffix`` if it fits in ``limit``, else a prefix, a hash of ``text``, ``suffix``."""
-    if len(text) + len(suffix) <= limit:
-        return text + suffix
-    keep = limit - len(suffix) - 9
-    head = re.sub(r"[^A-Za-z0-9]+$", "", text[:keep])
-    return f"{head}-{_short_hash(text)}{suffix}"
-
-
-def label_value(text: str) -> str:
-    """``text`` as a valid label value (63 chars, alphanumeric ends), hashed when too long."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", text)
-    out = _truncate(cleaned, 63)
-    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", out)
 
 
 def job_name(tr_name: str) -> str:
     """``<tr>-train``; long names are shortened with a hash so the result fits in 63 chars."""
-    return _truncate(tr_name, MAX_NAME, "-train")
+    return truncate(tr_name, MAX_NAME, "-train")
 
 
 def model_version_name(model: str, version: str | int) -> str:
     """``<model>-v<version>`` as a DNS subdomain (lower case, ``_`` → ``-``)."""
     base = re.sub(r"[^a-z0-9.-]", "-", model.lower()).strip("-.") or "model"
-    return _truncate(base, 253, f"-v{version}")
+    return truncate(base, 253, f"-v{version}")
 
 
 def experiment_name(spec: TrainingRunSpec) -> str:
@@ -101,18 +84,6 @@ def build_labels(tr_name: str, model: str) -> dict[str, str]:
         MANAGED_BY: OPERATOR,
         LABEL_TRAININGRUN: label_value(tr_name),
         LABEL_MODEL: label_value(model),
-    }
-
-
-def owner_reference(tr_name: str, uid: str) -> dict[str, Any]:
-    """The controller owner reference to the TrainingRun (garbage collection, adoption)."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "TrainingRun",
-        "name": tr_name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
     }
 
 
@@ -232,7 +203,7 @@ def build_job(
             "namespace": namespace,
             "labels": {**labels, LABEL_COMPONENT: "training"},
             "annotations": {"mlops.dev/mlflow-run-id": run_id},
-            "ownerReferences": [owner_reference(tr_name, uid)],
+            "ownerReferences": [owner_reference("TrainingRun", tr_name, uid)],
         },
         "spec": job_spec,
     }
@@ -275,71 +246,7 @@ def build_model_version(
             "name": model_version_name(model, version),
             "namespace": namespace,
             "labels": labels,
-            "ownerReferences": [owner_reference(tr_name, uid)],
+            "ownerReferences": [owner_reference("TrainingRun", tr_name, uid)],
         },
         "spec": mv_spec,
     }
-
-
-def job_outcome(job: Mapping[str, Any]) -> tuple[str, str, str]:
-    """``(phase, reason, message)`` of a Job: Succeeded/Failed once final, else Running/Pending.
-
-    Only the final conditions count (``Complete``/``Failed``); the interim
-    ``SuccessCriteriaMet``/``FailureTarget`` are followed by them once the pods are gone.
-    """
-    status = job.get("status") or {}
-    for cond in status.get("conditions") or []:
-        if cond.get("status") != "True":
-            continue
-        if cond.get("type") == "Complete":
-            return "Succeeded", "JobComplete", cond.get("message") or "the training Job completed"
-        if cond.get("type") == "Failed":
-            return "Failed", cond.get("reason") or "JobFailed", cond.get("message") or ""
-    if (status.get("ready") or 0) > 0:
-        return "Running", "JobRunning", "the training pod is running"
-    return "Pending", "JobPending", "waiting for the training pod to start"
-
-
-def failure_message(
-    job_reason: str, job_message: str, pods: list[Mapping[str, Any]], tail_lines: int = 10
-) -> tuple[str, int | None]:
-    """A one-paragraph explanation of a failed Job and the failing container's exit code.
-
-    Uses the most recently finished pod whose training container terminated non-zero: its exit
-    code, reason and the last lines of its termination message (the trainer's error, or the log
-    tail with ``FallbackToLogsOnError``).
-    """
-    failed: list[tuple[str, dict[str, Any]]] = []
-    for pod in pods:
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get(
-                "terminated"
-            )
-            if term and term.get("exitCode", 0) != 0:
-                failed.append((term.get("finishedAt") or "", term))
-    text = f"{job_reason}: {job_message}".rstrip(": ") if job_message else job_reason
-    if not failed:
-        return text, None
-    _, term = max(failed, key=lambda item: item[0])
-    code = term.get("exitCode")
-    lines = [ln for ln in (term.get("message") or "").splitlines() if ln.strip()]
-    detail = f"container {CONTAINER!r} exited with code {code}"
-    if term.get("reason"):
-        detail += f" ({term['reason']})"
-    if lines:
-        detail += ": " + "\n".join(lines[-tail_lines:])
-    return f"{text}; {detail}", code
-
-
-def pending_reason(pods: list[Mapping[str, Any]]) -> tuple[str, str] | None:
-    """Why the training pod is not running yet (unschedulable, image/config errors), if known."""
-    for pod in pods:
-        status = pod.get("status") or {}
-        for cs in status.get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting")
-            if waiting and waiting.get("reason") not in (None, "ContainerCreating"):
-                return waiting["reason"], waiting.get("message") or waiting["reason"]
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                return cond.get("reason") or "Unschedulable", cond.get("message") or ""
-    return None

@@ -1,11 +1,8 @@
-"""kopf handlers. Importing this package registers every handler with kopf's default registry."""
+"""kopf handlers: importing this package registers the startup handler and every controller.
 
-from . import startup  # noqa: F401
+Each controller module follows the one shape of :mod:`mlops_operator.controller`.
+"""
 
-# resource handlers register themselves on import; each module owns one kind
-for _name in ("trainingrun", "modelversion", "modeldeployment"):
-    try:
-        __import__(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _exc:  # a kind not built yet
-        if _exc.name != f"{__name__}.{_name}":
-            raise
+from . import modelversion, startup, trainingrun
+
+__all__ = ["modelversion", "startup", "trainingrun"]

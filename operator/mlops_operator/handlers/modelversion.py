@@ -1,4 +1,4 @@
-"""ModelVersion controller: register → (validation Job) → gates → promote, and alias resync.
+"""ModelVersion controller: register → (validation Job) → gates → promote; alias follow-up.
 
 The state machine (``status.phase``)::
 
@@ -9,31 +9,34 @@ The state machine (``status.phase``)::
                                           └─ stays Validated   (lost to a concurrent candidate)
     Promoted ─(alias moved by another ModelVersion / by hand)─▶ Validated + condition
 
-One idempotent handler (:func:`reconcile`) runs on create, resume and spec updates; kopf
-retries it on ``TemporaryError`` (MLflow unreachable, validation Job still running). A timer
-(:func:`resync`) checks every ``resync_seconds`` that a Promoted version still holds its alias.
-Pure parts live in :mod:`mlops_operator.validation`; registry I/O in
-:mod:`mlops_operator.registry`.
+The shape of every controller (docs/architecture.md): :func:`reconcile` is one idempotent pass.
+A generation is decided once (``observedGeneration`` + a final phase); later passes of a
+Promoted version only check that it still holds its alias, from the per-model cache of
+:mod:`mlops_operator.aliases` (one registry read per model per ``resync_seconds``, which also
+wakes the version when the alias moves). The validation Job's events wake its ModelVersion.
+Pure parts live in :mod:`mlops_operator.validation` and :mod:`mlops_operator.builders`; registry
+I/O in :mod:`mlops_operator.registry`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from .. import GROUP, VERSION
+from .. import kube
 from .. import registry as reg
-from ..api import Check, ModelVersionSpec, ValidationJob
-from ..conditions import get_condition, now_iso, set_condition
-from ..metrics import RECONCILE_ERRORS, observe_stage
+from ..aliases import WATCH
+from ..api import ModelVersionSpec
+from ..builders.common import LABEL_TRAININGRUN
+from ..builders.jobs import job_outcome, pod_termination_message
+from ..builders.modelversion import build_validation_job, check_dicts, validation_job_name
+from ..conditions import now_iso
+from ..controller import Pass, Status, Waiting, controller
+from ..metrics import observe_stage
 from ..mlflow_utils import is_unreachable, make_client, mlflow_errors
-from ..settings import OperatorSettings, get_settings
 from ..validation import (
     Baseline,
     Contender,
@@ -47,290 +50,77 @@ from ..validation import (
 )
 
 PLURAL = "modelversions"
-LABEL_TRAININGRUN = "mlops.dev/trainingrun"
-LABEL_MODELVERSION = "mlops.dev/modelversion"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "mlops-operator"}
-DEFAULT_EVALUATE_COMMAND = ["python", "-m", "mlops_operator.evaluate"]
-JOB_POLL_SECONDS = 3.0
+DECIDED = ("Promoted", "Rejected", "Failed", "Validated")
 
 
-# --------------------------------------------------------------------------------------------
-# pure builders
-# --------------------------------------------------------------------------------------------
+def _client(p: Pass) -> Any:
+    return make_client(p.settings.mlflow_tracking_uri, p.settings.mlflow_request_timeout)
 
 
-def validation_job_name(mv_name: str) -> str:
-    """Deterministic name of a ModelVersion's validation Job (≤ 63 characters)."""
-    base = f"{mv_name}-validate"
-    if len(base) <= 63:
-        return base
-    digest = hashlib.sha256(mv_name.encode()).hexdigest()[:8]
-    return f"{mv_name[:45]}-{digest}-validate"
+def _fail(p: Pass, reason: str, message: str, phase: str = "Failed") -> None:
+    """Terminal outcome for this generation: status, condition, Warning Event."""
+    p.status.set(phase=phase, message=message)
+    p.status.observed()
+    p.status.cond("Ready", False, reason, message)
+    kopf.warn(p.body, reason=reason, message=message)
 
 
-def build_validation_job(
-    *,
-    mv_name: str,
-    namespace: str,
-    model: str,
-    version: str,
-    run_id: str | None,
-    job: ValidationJob,
-    tracking_uri: str,
-) -> dict[str, Any]:
-    """The ``batch/v1`` Job that evaluates ``model`` version ``version`` and logs into ``run_id``.
-
-    The default command is this project's evaluator, ``python -m mlops_operator.evaluate``.
-    """
-    model_uri = f"models:/{model}/{version}"
-    env = [
-        {"name": "MLFLOW_TRACKING_URI", "value": tracking_uri},
-        {"name": "MLFLOW_RUN_ID", "value": run_id or ""},
-        {"name": "MLOPS_MODEL_URI", "value": model_uri},
-        {"name": "MODEL_URI", "value": model_uri},
-    ]
-    if job.dataset:
-        env.append({"name": "DATASET_URI", "value": job.dataset})
-    container: dict[str, Any] = {
-        "name": "validate",
-        "image": job.image,
-        "command": list(job.command) if job.command else list(DEFAULT_EVALUATE_COMMAND),
-        "env": env,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    if job.args:
-        container["args"] = list(job.args)
-    labels = {**MANAGED_BY, LABEL_MODELVERSION: mv_name}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": validation_job_name(mv_name),
-            "namespace": namespace,
-            "labels": labels,
-        },
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"restartPolicy": "Never", "containers": [container]},
-            },
-        },
-    }
+def _follower(p: Pass) -> str:
+    return f"ModelVersion/{p.key}"
 
 
-def job_outcome(job: Mapping[str, Any]) -> str | None:
-    """``Complete``, ``Failed`` or None (still running) from a Job's conditions."""
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
-            return str(cond["type"])
-    return None
-
-
-def pod_termination_message(pod: Mapping[str, Any]) -> str:
-    """The termination message (or reason) of a pod's first terminated container."""
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        term = ((cs.get("state") or {}).get("terminated")) or (
-            (cs.get("lastState") or {}).get("terminated")
-        )
-        if term:
-            msg = (term.get("message") or "").strip()
-            return msg or f"{term.get('reason', 'Error')} (exit code {term.get('exitCode')})"
-    return ""
-
-
-def check_dicts(checks: list[Check]) -> list[dict[str, Any]]:
-    """Checks as status JSON (camelCase, None dropped)."""
-    return [c.model_dump(by_alias=True, exclude_none=True) for c in checks]
-
-
-# --------------------------------------------------------------------------------------------
-# helpers with I/O
-# --------------------------------------------------------------------------------------------
-
-
-def _settings(memo: Any) -> OperatorSettings:
-    cfg = getattr(memo, "settings", None) if memo is not None else None
-    return cfg if isinstance(cfg, OperatorSettings) else get_settings()
-
-
-def _client(cfg: OperatorSettings) -> Any:
-    return make_client(cfg.mlflow_tracking_uri, cfg.mlflow_request_timeout)
-
-
-@lru_cache(maxsize=1)
-def _kube_api() -> Any:
-    """A kubernetes ApiClient (in-cluster, else the kubeconfig), for validation Jobs."""
-    from kubernetes import client, config
-
+def reconcile(p: Pass) -> None:
+    """One pass over a ModelVersion (see the module docstring)."""
+    st = p.status
     try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
-
-
-class _Status:
-    """Accumulates a status patch and the conditions list for one handler invocation."""
-
-    def __init__(self, status: Mapping[str, Any], patch: kopf.Patch, generation: int | None):
-        self.current = dict(status or {})
-        self.patch = patch
-        self.generation = generation
-        self.conditions: list[dict[str, Any]] = list(self.current.get("conditions") or [])
-
-    def set(self, **fields: Any) -> None:
-        for key, value in fields.items():
-            self.patch.status[key] = value
-            self.current[key] = value
-
-    def cond(self, type_: str, status: bool | str, reason: str, message: str = "") -> None:
-        self.conditions = set_condition(
-            self.conditions, type_, status, reason, message, self.generation
-        )
-        self.patch.status["conditions"] = self.conditions
-
-
-def _record_unreachable(st: _Status, exc: BaseException) -> None:
-    st.cond("MLflowReachable", False, "MLflowUnreachable", f"MLflow is unreachable: {exc}")
-    st.cond("Ready", False, "MLflowUnreachable",
-            "waiting for MLflow; nothing is promoted until it is back")
-    RECONCILE_ERRORS.labels(kind="ModelVersion", error="temporary").inc()
-
-
-def _fail(st: _Status, body: Any, reason: str, message: str, phase: str = "Failed") -> None:
-    """Terminal failure for this generation: status, condition, Warning Event."""
-    st.set(phase=phase, message=message, observedGeneration=st.generation)
-    st.cond("Ready", False, reason, message)
-    kopf.warn(body, reason=reason, message=message)
-
-
-# --------------------------------------------------------------------------------------------
-# the reconcile handler
-# --------------------------------------------------------------------------------------------
-
-
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def reconcile(
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    body: kopf.Body,
-    patch: kopf.Patch,
-    namespace: str,
-    name: str,
-    uid: str,
-    memo: Any,
-    logger: Any,
-    **_: Any,
-) -> None:
-    """Drive one ModelVersion through its state machine; safe to run again at any point."""
-    generation = meta.get("generation")
-    st = _Status(status, patch, generation)
-    phase = st.current.get("phase")
-    observed = st.current.get("observedGeneration")
-    try:
-        mv = ModelVersionSpec.model_validate(dict(spec))
+        mv = ModelVersionSpec.model_validate(p.spec)
     except ValidationError as exc:
-        _fail(st, body, "InvalidSpec", f"invalid spec: {exc}")
+        _fail(p, "InvalidSpec", f"invalid spec: {exc}")
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
-    if observed == generation and phase in ("Promoted", "Rejected", "Failed", "Validated"):
-        return  # already decided for this generation (resume after a restart)
-    if observed == generation and phase == "AwaitingApproval" and not mv.approved:
+    decided = st.get("observedGeneration") == p.generation
+    if decided and st.phase == "Promoted":
+        follow_alias(p, mv)
         return
-    cfg = _settings(memo)
+    WATCH.unfollow(_follower(p))
+    if decided and (st.phase in DECIDED or (st.phase == "AwaitingApproval" and not mv.approved)):
+        return
     started = time.monotonic()
     try:
-        with mlflow_errors(f"reconciling ModelVersion {namespace}/{name}"):
-            _pipeline(mv, st, body, cfg, namespace, name, uid, meta, started, logger)
+        with mlflow_errors(f"reconciling ModelVersion {p.key}"):
+            pipeline(p, mv, started)
     except kopf.TemporaryError as exc:
         if exc.__cause__ is not None and is_unreachable(exc.__cause__):
-            _record_unreachable(st, exc.__cause__)
-            if not st.current.get("phase"):
+            st.cond("MLflowReachable", False, "MLflowUnreachable",
+                    f"MLflow is unreachable: {exc.__cause__}")
+            st.cond("Ready", False, "MLflowUnreachable",
+                    "waiting for MLflow; nothing is promoted until it is back")
+            if not st.phase:
                 st.set(phase="Pending")
         raise
+    if st.phase == "Promoted":
+        follow_alias(p, mv)
 
 
-def _pipeline(
-    mv: ModelVersionSpec,
-    st: _Status,
-    body: Any,
-    cfg: OperatorSettings,
-    namespace: str,
-    name: str,
-    uid: str,
-    meta: Mapping[str, Any],
-    started: float,
-    logger: Any,
-) -> None:
-    client = _client(cfg)
-    # ---- 1. the registry version ----------------------------------------------------------
-    try:
-        if mv.version is not None:
-            version_obj = reg.get_version(client, mv.model, mv.version)
-        elif st.current.get("version"):
-            version_obj = reg.get_version(client, mv.model, str(st.current["version"]))
-        else:
-            version_obj = reg.register(
-                client, mv.model, mv.source or "", key=uid, tags=mv.tags,
-                description=mv.description,
-            )
-            kopf.info(body, reason="Registered",
-                      message=f"registered {mv.source} as {mv.model} v{version_obj.version}")
-    except reg.SourceNotFound as exc:
-        st.cond("MLflowReachable", True, "Reachable", "")
-        if mv.version is not None:
-            # A pinned version may simply not be registered yet (GitOps applies the
-            # ModelVersion before the training that makes it finishes): wait for it.
-            message = f"{exc}; waiting for it to be registered"
-            if (get_condition(st.conditions, "Ready") or {}).get("reason") != "VersionNotFound":
-                kopf.warn(body, reason="VersionNotFound", message=message)
-            st.set(phase="Pending", message=message)
-            st.cond("Ready", False, "VersionNotFound", message)
-            raise kopf.TemporaryError(message, delay=max(5.0, cfg.resync_seconds)) from exc
-        _fail(st, body, "SourceNotFound", str(exc))
-        observe_stage("validation", "failure", time.monotonic() - started)
-        raise kopf.PermanentError(str(exc)) from exc
+def pipeline(p: Pass, mv: ModelVersionSpec, started: float) -> None:
+    """Register (or find) the version, run the validation Job, evaluate gates, promote."""
+    st = p.status
+    client = _client(p)
+    version_obj = registry_version(p, mv, client)
     st.cond("MLflowReachable", True, "Reachable", "")
     version = str(version_obj.version)
     run_id = version_obj.run_id or None
-    st.set(version=version, source=version_obj.source, runId=run_id)
-    if st.current.get("phase") in (None, "Pending", "Rejected", "Failed", "Validated",
-                                   "AwaitingApproval", "Promoted"):
-        st.set(phase="Validating")
+    st.set(version=version, source=version_obj.source, runId=run_id, phase="Validating")
     st.cond("Ready", False, "Validating", "running the validation gates")
-    labels = meta.get("labels") or {}
-    tags = reg.lineage_tags(namespace, name, run_id, labels.get(LABEL_TRAININGRUN))
-    tags.update(mv.tags or {})
-    reg.set_tags(client, mv.model, version, tags)
-
-    # ---- 2. the optional validation Job ---------------------------------------------------
+    tags = reg.lineage_tags(p.namespace, p.name, run_id,
+                            (p.meta.get("labels") or {}).get(LABEL_TRAININGRUN))
+    reg.set_tags(client, mv.model, version, {**tags, **(mv.tags or {})})
     if mv.validation and mv.validation.job:
-        job_started = _run_validation_job(mv, st, body, cfg, namespace, name, version, run_id)
+        job_started = run_validation_job(p, mv, version, run_id)
         if job_started is None:
             return  # failed: status written
         started = min(started, job_started)
-
-    # ---- 3. gates --------------------------------------------------------------------------
     metrics = reg.run_metrics(client, run_id)
-    baselines: dict[str, Baseline | None] = {}
-    for alias in compared_aliases(mv.validation):
-        holder = reg.alias_holder(client, mv.model, alias)
-        baselines[alias] = None if holder is None else Baseline(
-            alias=alias, version=str(holder.version), run_id=holder.run_id,
-            metrics=reg.run_metrics(client, holder.run_id),
-        )
-    promote_holder = reg.alias_holder(client, mv.model, mv.promote.alias)
-    baseline_version = str(promote_holder.version) if promote_holder else None
-    checks = evaluate_gates(mv.validation, metrics, baselines, run_id=run_id or "?",
-                            candidate_version=version, force=mv.promote.force)
-    gate = primary_metric(mv.validation)
-    st.set(checks=check_dicts(checks))
-    if gate is not None:
-        value = metrics.get(gate.name)
-        st.set(primaryMetric={"name": gate.name, **({"value": value} if value is not None else {})})
+    checks, baseline_version = gate(p, mv, client, version, run_id, metrics)
     if not passed(checks):
         reason = failure_summary(checks)
         reg.set_tags(client, mv.model, version, {
@@ -340,9 +130,9 @@ def _pipeline(
         st.cond("Validated", False, "GatesFailed", reason)
         st.cond("Promoted", False, "Rejected", "not promoted: validation failed")
         st.set(alias=None)
-        _fail(st, body, "Rejected", f"rejected: {reason}", phase="Rejected")
+        _fail(p, "Rejected", f"rejected: {reason}", phase="Rejected")
         observe_stage("validation", "rejected", time.monotonic() - started)
-        logger.info("ModelVersion %s/%s rejected: %s", namespace, name, reason)
+        p.logger.info("rejected: %s", reason)
         return
     reg.set_tags(client, mv.model, version, {
         reg.TAG_VALIDATION: "passed", reg.TAG_CHECKS: checks_tag(checks),
@@ -352,226 +142,211 @@ def _pipeline(
     summary = f"{len(checks)} checks passed" if checks else "no gates: valid"
     st.cond("Validated", True, "GatesPassed", summary)
     observe_stage("validation", "success", time.monotonic() - started)
-
-    # ---- 4. promotion ---------------------------------------------------------------------
     if mv.promote.mode == "Manual" and not mv.approved:
         msg = f"{summary}; waiting for spec.approved: true to move {mv.promote.alias}"
-        st.set(phase="AwaitingApproval", message=msg, observedGeneration=st.generation,
-               previousChampion=baseline_version)
+        st.set(phase="AwaitingApproval", message=msg, previousChampion=baseline_version)
+        st.observed()
         st.cond("Ready", False, "AwaitingApproval", msg)
         st.cond("Promoted", False, "AwaitingApproval", msg)
-        kopf.info(body, reason="AwaitingApproval", message=msg)
+        kopf.info(p.body, reason="AwaitingApproval", message=msg)
         return
-    _promote(mv, st, body, client, namespace, name, version, run_id, metrics, baseline_version)
+    promote(p, mv, client, version, metrics, baseline_version)
 
 
-def _promote(
-    mv: ModelVersionSpec,
-    st: _Status,
-    body: Any,
-    client: Any,
-    namespace: str,
-    name: str,
-    version: str,
-    run_id: str | None,
-    metrics: Mapping[str, float],
-    baseline_version: str | None,
-) -> None:
+def registry_version(p: Pass, mv: ModelVersionSpec, client: Any) -> Any:
+    """The registry version: pinned, recorded earlier, or registered now from ``source``."""
+    st = p.status
+    try:
+        if mv.version is not None:
+            return reg.get_version(client, mv.model, mv.version)
+        if st.get("version"):
+            return reg.get_version(client, mv.model, str(st.get("version")))
+        found = reg.register(client, mv.model, mv.source or "", key=p.uid, tags=mv.tags,
+                             description=mv.description)
+        kopf.info(p.body, reason="Registered",
+                  message=f"registered {mv.source} as {mv.model} v{found.version}")
+        return found
+    except reg.SourceNotFound as exc:
+        st.cond("MLflowReachable", True, "Reachable", "")
+        if mv.version is None:
+            _fail(p, "SourceNotFound", str(exc))
+            observe_stage("validation", "failure", 0.0)
+            raise kopf.PermanentError(str(exc)) from exc
+        # A pinned version may simply not be registered yet (GitOps applies the ModelVersion
+        # before the training that makes it finishes): wait for it.
+        message = f"{exc}; waiting for it to be registered"
+        if st.condition("Ready").get("reason") != "VersionNotFound":
+            kopf.warn(p.body, reason="VersionNotFound", message=message)
+        st.set(phase="Pending", message=message)
+        st.cond("Ready", False, "VersionNotFound", message)
+        raise kopf.TemporaryError(message, delay=max(5.0, p.settings.resync_seconds)) from exc
+
+
+def gate(p: Pass, mv: ModelVersionSpec, client: Any, version: str, run_id: str | None,
+         metrics: dict[str, float]) -> tuple[list[Any], str | None]:
+    """Evaluate the gates against the compared aliases; ``(checks, current alias holder)``."""
+    baselines: dict[str, Baseline | None] = {}
+    for alias in compared_aliases(mv.validation):
+        holder = reg.alias_holder(client, mv.model, alias)
+        baselines[alias] = None if holder is None else Baseline(
+            alias=alias, version=str(holder.version), run_id=holder.run_id,
+            metrics=reg.run_metrics(client, holder.run_id),
+        )
+    promote_holder = reg.alias_holder(client, mv.model, mv.promote.alias)
+    checks = evaluate_gates(mv.validation, metrics, baselines, run_id=run_id or "?",
+                            candidate_version=version, force=mv.promote.force)
+    p.status.set(checks=check_dicts(checks))
+    metric = primary_metric(mv.validation)
+    if metric is not None:
+        value = metrics.get(metric.name)
+        p.status.set(primaryMetric={"name": metric.name,
+                                    **({"value": value} if value is not None else {})})
+    return checks, str(promote_holder.version) if promote_holder else None
+
+
+def promote(p: Pass, mv: ModelVersionSpec, client: Any, version: str,
+            metrics: dict[str, float], baseline_version: str | None) -> None:
     """Move the alias under the per-model lock, following the concurrency rule."""
+    st = p.status
     alias = mv.promote.alias
-    gate = primary_metric(mv.validation)
-    direction = gate.direction if gate else "HigherIsBetter"
+    metric = primary_metric(mv.validation)
     started = time.monotonic()
     with reg.model_lock(mv.model):
         holder = reg.alias_holder(client, mv.model, alias)
         holder_c = None
         if holder is not None:
-            holder_metrics = reg.run_metrics(client, holder.run_id) if gate else {}
+            holder_metrics = reg.run_metrics(client, holder.run_id) if metric else {}
             holder_c = Contender(str(holder.version),
-                                 holder_metrics.get(gate.name) if gate else None)
-        candidate = Contender(version, metrics.get(gate.name) if gate else None)
+                                 holder_metrics.get(metric.name) if metric else None)
+        candidate = Contender(version, metrics.get(metric.name) if metric else None)
         decision = promotion_decision(candidate, alias, holder_c, baseline_version,
-                                      direction, force=mv.promote.force)
+                                      metric.direction if metric else "HigherIsBetter",
+                                      force=mv.promote.force)
         previous = holder_c.version if holder_c else None
         if decision.move:
-            ledger = reg.ledger(client, mv.model, alias)
-            outside = previous is not None and reg.alias_moved_externally(previous, ledger)
-            tags = {
-                reg.TAG_PROMOTED_BY: f"{namespace}/{name}",
-                reg.TAG_PROMOTED_AT: now_iso(),
-                reg.TAG_PROMOTED_ALIAS: alias,
-                reg.TAG_PREVIOUS_CHAMPION: previous or "",
-            }
+            outside = previous is not None and reg.alias_moved_externally(
+                previous, reg.ledger(client, mv.model, alias))
+            tags = {reg.TAG_PROMOTED_BY: p.key, reg.TAG_PROMOTED_AT: now_iso(),
+                    reg.TAG_PROMOTED_ALIAS: alias, reg.TAG_PREVIOUS_CHAMPION: previous or ""}
             if mv.promote.force:
                 tags[reg.TAG_ROLLBACK] = f"from v{previous}" if previous else "from none"
             reg.move_alias(client, mv.model, alias, version, tags)
+            WATCH.read(client, mv.model)  # followers of the model (deployments) learn it now
             if outside:
-                kopf.warn(body, reason="AliasMovedExternally",
+                kopf.warn(p.body, reason="AliasMovedExternally",
                           message=f"{alias} had been moved outside the operator to v{previous}; "
                           f"replacing it with validated v{version}")
-    if not decision.move and decision.reason == "AlreadyHoldsAlias":
-        previous = st.current.get("previousChampion")
+    st.observed()
     if decision.move or decision.reason == "AlreadyHoldsAlias":
-        msg = decision.message
-        st.set(phase="Promoted", alias=alias, previousChampion=previous, message=msg,
-               observedGeneration=st.generation,
-               promotedTime=st.current.get("promotedTime") if not decision.move else now_iso())
-        st.cond("Promoted", True, decision.reason, msg)
+        if not decision.move:
+            previous = st.get("previousChampion")
+        st.set(phase="Promoted", alias=alias, previousChampion=previous, message=decision.message,
+               promotedTime=now_iso() if decision.move else st.get("promotedTime"))
+        st.cond("Promoted", True, decision.reason, decision.message)
         st.cond("AliasInSync", True, "AliasHeld", f"{alias} points to v{version}")
-        st.cond("Ready", True, "Promoted", msg)
+        st.cond("Ready", True, "Promoted", decision.message)
         if decision.move:
-            kind = "rollback" if mv.promote.force else "success"
-            observe_stage("promotion", kind, time.monotonic() - started)
-            reason = "Rollback" if mv.promote.force else "Promoted"
-            kopf.info(body, reason=reason, message=msg)
+            observe_stage("promotion", "rollback" if mv.promote.force else "success",
+                          time.monotonic() - started)
+            kopf.info(p.body, reason="Rollback" if mv.promote.force else "Promoted",
+                      message=decision.message)
         return
     st.set(phase="Validated", alias=None, previousChampion=baseline_version,
-           message=decision.message, observedGeneration=st.generation)
+           message=decision.message)
     st.cond("Promoted", False, decision.reason, decision.message)
     st.cond("Ready", True, decision.reason, decision.message)
     observe_stage("promotion", "skipped", time.monotonic() - started)
-    kopf.info(body, reason=decision.reason, message=decision.message)
+    kopf.info(p.body, reason=decision.reason, message=decision.message)
 
 
-def _run_validation_job(
-    mv: ModelVersionSpec,
-    st: _Status,
-    body: Any,
-    cfg: OperatorSettings,
-    namespace: str,
-    name: str,
-    version: str,
-    run_id: str | None,
-) -> float | None:
-    """Create the validation Job if absent and wait for it (``TemporaryError`` while running).
+def run_validation_job(p: Pass, mv: ModelVersionSpec, version: str,
+                       run_id: str | None) -> float | None:
+    """Create the validation Job if absent and wait for it (its events wake this object).
 
     Returns a monotonic start time once it completed, None when it failed (status written).
     """
-    from kubernetes import client as k8s
-    from kubernetes.client.exceptions import ApiException
-
     assert mv.validation and mv.validation.job
-    batch = k8s.BatchV1Api(_kube_api())
-    job_name = validation_job_name(name)
-    try:
-        job = batch.read_namespaced_job(job_name, namespace).to_dict()
-    except ApiException as exc:
-        if exc.status != 404:
-            raise kopf.TemporaryError(f"reading Job {job_name}: {exc.reason}", delay=5) from exc
-        manifest = build_validation_job(
-            mv_name=name, namespace=namespace, model=mv.model, version=version, run_id=run_id,
-            job=mv.validation.job, tracking_uri=cfg.pod_tracking_uri,
-        )
-        kopf.adopt(manifest, owner=body)
-        try:
-            batch.create_namespaced_job(namespace, manifest)
-        except ApiException as cexc:
-            if cexc.status != 409:
-                raise kopf.TemporaryError(f"creating Job {job_name}: {cexc.reason}",
-                                          delay=5) from cexc
-        kopf.info(body, reason="ValidationJobCreated", message=f"created Job {job_name}")
-        st.cond("Ready", False, "ValidationJobRunning", f"waiting for Job {job_name}")
-        raise kopf.TemporaryError(f"waiting for validation Job {job_name}",
-                                  delay=JOB_POLL_SECONDS) from None
-    outcome = job_outcome(_camel_job(job))
-    if outcome is None:
-        st.cond("Ready", False, "ValidationJobRunning", f"waiting for Job {job_name}")
-        raise kopf.TemporaryError(f"waiting for validation Job {job_name}",
-                                  delay=JOB_POLL_SECONDS)
+    manifest = build_validation_job(
+        mv_name=p.name, namespace=p.namespace, uid=p.uid, model=mv.model, version=version,
+        run_id=run_id, job=mv.validation.job, tracking_uri=p.settings.pod_tracking_uri,
+    )
+    name = validation_job_name(p.name)
+    job, created = kube.create_or_get(manifest)
+    if created:
+        kopf.info(p.body, reason="ValidationJobCreated", message=f"created Job {name}")
+    outcome, _, _ = job_outcome(job)
+    if outcome not in ("Succeeded", "Failed"):
+        p.status.cond("Ready", False, "ValidationJobRunning", f"waiting for Job {name}")
+        p.requeue(p.settings.resync_seconds)  # events come first; this is the safety net
+        raise Waiting(f"waiting for validation Job {name}")
     if outcome == "Failed":
-        core = k8s.CoreV1Api(_kube_api())
-        pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
-        detail = ""
-        for pod in pods:
-            detail = pod_termination_message(_k8s_dict(pod)) or detail
-        message = f"validation Job {job_name} failed: {detail or 'no termination message'}"
-        st.cond("Validated", False, "ValidationJobFailed", message)
-        _fail(st, body, "ValidationJobFailed", message)
+        pods = kube.list_("v1", "Pod", p.namespace, f"job-name={name}")
+        detail = next((m for m in map(pod_termination_message, pods) if m), "")
+        message = f"validation Job {name} failed: {detail or 'no termination message'}"
+        p.status.cond("Validated", False, "ValidationJobFailed", message)
+        _fail(p, "ValidationJobFailed", message)
         observe_stage("validation", "failure", 0.0)
         return None
     return time.monotonic()
 
 
-def _k8s_dict(obj: Any) -> dict[str, Any]:
-    """A kubernetes-client model as camelCase JSON."""
-    return dict(_kube_api().sanitize_for_serialization(obj))
-
-
-def _camel_job(job: Mapping[str, Any]) -> dict[str, Any]:
-    """``to_dict()`` output is snake_case; the only part read here is status.conditions."""
-    return {"status": {"conditions": [
-        {"type": c.get("type"), "status": c.get("status")}
-        for c in ((job.get("status") or {}).get("conditions") or [])
-    ]}}
-
-
-# --------------------------------------------------------------------------------------------
-# resync: is the alias still where we put it?
-# --------------------------------------------------------------------------------------------
-
-
-def _promoted(status: Mapping[str, Any] | None, **_: Any) -> bool:
-    return (status or {}).get("phase") == "Promoted"
-
-
-# ticks every 2 s on Promoted versions only; acts every ``resync_seconds`` (read at run time)
-@kopf.timer(GROUP, VERSION, PLURAL, interval=2.0, initial_delay=2.0, when=_promoted)
-def resync(
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: Any,
-    logger: Any,
-    **_: Any,
-) -> None:
-    """Every ``resync_seconds``: a Promoted version whose alias moved elsewhere is reported.
-
-    Moved by another ModelVersion (the ledger agrees) → ``Superseded``; moved by anybody else
-    → ``AliasMovedExternally`` with a Warning Event. The alias is never moved back.
-    """
-    if (status or {}).get("phase") != "Promoted" or not (status or {}).get("alias"):
-        return
-    cfg = _settings(memo)
-    now = time.monotonic()
-    if now - float(getattr(memo, "last_resync", 0.0) or 0.0) < cfg.resync_seconds:
-        return
-    memo.last_resync = now
-    model = str(spec.get("model"))
-    alias = str(status["alias"])
-    version = str(status.get("version"))
-    st = _Status(status, patch, meta.get("generation"))
+def follow_alias(p: Pass, mv: ModelVersionSpec) -> None:
+    """A Promoted version: does it still hold its alias? Reported, never moved back."""
+    st = p.status
+    alias = str(st.get("alias") or mv.promote.alias)
+    version = str(st.get("version"))
+    wake = _waker(p)
+    WATCH.follow(mv.model, _follower(p), wake)
     try:
-        client = _client(cfg)
-        with reg.model_lock(model):
-            holder = reg.alias_holder(client, model, alias)
-            ledger = reg.ledger(client, model, alias)
+        client = _client(p)
+        current = WATCH.aliases(client, mv.model, p.settings.resync_seconds).get(alias)
+        if current == version:
+            _reachable(st)
+            return
+        with reg.model_lock(mv.model):
+            current = WATCH.read(client, mv.model).get(alias)
+            ledger = reg.ledger(client, mv.model, alias)
+            holder = reg.get_version(client, mv.model, current) if current else None
     except Exception as exc:
         if is_unreachable(exc):
-            if (get_condition(st.conditions, "MLflowReachable") or {}).get("status") != "False":
+            if st.condition("MLflowReachable").get("status") != "False":
                 st.cond("MLflowReachable", False, "MLflowUnreachable",
                         f"MLflow is unreachable: {exc}")
-            return
+            raise kopf.TemporaryError(f"MLflow unreachable: {exc}",
+                                      delay=p.settings.resync_seconds) from exc
         raise
-    if (get_condition(st.conditions, "MLflowReachable") or {}).get("status") != "True":
-        st.cond("MLflowReachable", True, "Reachable", "")
-    current = str(holder.version) if holder is not None else None
+    _reachable(st)
     if current == version:
         return
     where = f"v{current}" if current else "nowhere (removed)"
     if reg.alias_moved_externally(current, ledger):
-        msg = (f"{alias} of {model} now points to {where}, moved outside the operator "
+        msg = (f"{alias} of {mv.model} now points to {where}, moved outside the operator "
                f"(the operator last set v{ledger}); not moving it back")
-        st.set(phase="Validated", alias=None, message=msg)
         st.cond("AliasInSync", False, "AliasMovedExternally", msg)
         st.cond("Promoted", False, "AliasMovedExternally", msg)
-        kopf.warn(body, reason="AliasMovedExternally", message=msg)
+        kopf.warn(p.body, reason="AliasMovedExternally", message=msg)
     else:
         by = (holder.tags or {}).get(reg.TAG_PROMOTED_BY, "the operator") if holder else "?"
-        msg = f"superseded: {alias} of {model} moved to {where} by {by}"
-        st.set(phase="Validated", alias=None, message=msg)
+        msg = f"superseded: {alias} of {mv.model} moved to {where} by {by}"
         st.cond("AliasInSync", True, "Superseded", msg)
         st.cond("Promoted", False, "Superseded", msg)
-        kopf.info(body, reason="Superseded", message=msg)
-    logger.info(msg)
+        kopf.info(p.body, reason="Superseded", message=msg)
+    st.set(phase="Validated", alias=None, message=msg)
+    WATCH.unfollow(_follower(p))
+    p.logger.info(msg)
+
+
+def _reachable(st: Status) -> None:
+    if st.condition("MLflowReachable").get("status") != "True":
+        st.cond("MLflowReachable", True, "Reachable", "")
+
+
+def _waker(p: Pass) -> Any:
+    key = (p.namespace, p.name)
+    return lambda: CONTROLLER.enqueue(key)
+
+
+CONTROLLER = controller(
+    "ModelVersion", PLURAL, reconcile, children=[("batch", "v1", "jobs")],
+    forget=lambda key: WATCH.unfollow(f"ModelVersion/{key[0]}/{key[1]}"),
+)

@@ -1,22 +1,31 @@
-"""The one startup handler: kopf settings, our settings, the metrics endpoint."""
+"""The one startup handler (kopf settings, our settings, /metrics, the controllers' workers and
+the alias watch) and its cleanup."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
 
 from .. import GROUP
+from ..aliases import WATCH
+from ..controller import CONTROLLERS
 from ..metrics import serve_metrics
+from ..mlflow_utils import make_client
 from ..settings import get_settings
 
 log = logging.getLogger(__name__)
 
 
+_tasks: list[asyncio.Task[None]] = []
+
+
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Configure kopf once: own prefixes, watch timeouts, backoffs; start /metrics."""
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Configure kopf once: own prefixes, watch timeouts, backoffs; start /metrics, the
+    controllers' workers and the alias watch."""
     cfg = get_settings()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -49,5 +58,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
             raise kopf.PermanentError(
                 f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc}"
             ) from exc
+    for ctl in CONTROLLERS.values():
+        await ctl.start(cfg.workers)
+    _tasks.append(asyncio.create_task(WATCH.run(
+        lambda: make_client(cfg.mlflow_tracking_uri, cfg.mlflow_request_timeout),
+        cfg.resync_seconds), name="alias-watch"))
     log.info("mlops-operator configured: mlflow=%s namespaces=%s", cfg.mlflow_tracking_uri,
              cfg.namespaces or "all")
+
+
+@kopf.on.cleanup()
+async def shutdown(**_: Any) -> None:
+    """Stop the workers and the alias watch."""
+    for task in _tasks:
+        task.cancel()
+    await asyncio.gather(*_tasks, return_exceptions=True)
+    _tasks.clear()
+    for ctl in CONTROLLERS.values():
+        await ctl.stop()

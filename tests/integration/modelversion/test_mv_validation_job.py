@@ -48,6 +48,6 @@ def test_failed_validation_job_fails_with_the_termination_message(
     }})
     st = mv.wait_phase("job-bad", "Failed", "Promoted", "Rejected", timeout=120)
     assert st["phase"] == "Failed", st
-    assert "unknown sklearn dataset 'no_such_set'" in st["message"]
+    assert "unknown scikit-learn dataset 'no_such_set'" in st["message"]
     assert mv.condition("job-bad", "Ready")["reason"] == "ValidationJobFailed"
     assert registry.aliases(model_name) == {}

@@ -105,7 +105,10 @@ def test_mlflow_unreachable_waits_with_a_condition_and_no_job(
     (run,) = runs_of(mlflow_client, namespace, "waits")
     assert run.info.run_id == tr["status"]["mlflowRunId"]
     assert len(kube.get("jobs")) == 1
-    assert "Daemon 'train' failed temporarily: MLflow unreachable" in operator.logs()
+    # the pass was retried as a temporary error (not a crash, not a permanent failure)
+    assert f"TrainingRun {namespace}/waits: MLflow unreachable while creating the MLflow run" \
+        in operator.logs()
+    assert "reconcile failed" not in operator.logs()
 
 
 def test_delete_removes_job_and_pods_and_kills_the_run_and_spec_is_immutable(

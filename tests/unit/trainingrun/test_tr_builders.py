@@ -13,16 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlops_operator.api import ModelVersionSpec, TrainingRunSpec
+from mlops_operator.builders.common import label_value
+from mlops_operator.builders.jobs import failure_message, job_outcome, pending_reason
 from mlops_operator.builders.trainingrun import (
     build_job,
     build_model_version,
     experiment_name,
-    failure_message,
     job_name,
-    job_outcome,
-    label_value,
     model_version_name,
-    pending_reason,
     primary_metric_name,
     run_tags,
 )

@@ -1,0 +1,385 @@
+"""The one controller shape every kind follows (see docs/architecture.md).
+
+A :class:`Controller` is a level-triggered reconcile loop, like controller-runtime's:
+
+* **Triggers.** kopf watches the kind and its children (``@kopf.on.event``); every event of an
+  object, or of a child whose owner reference names it, puts the object's key on a work queue.
+  A pass may also ask to run again later (:meth:`Pass.requeue`), and
+  :class:`mlops_operator.aliases.AliasWatch` wakes the objects that follow a model's aliases.
+* **One pass** (``reconcile(p)``, blocking, in a worker thread) reads the object as last seen,
+  builds children with pure builders, creates or applies them through :mod:`mlops_operator.kube`,
+  observes them, and records what it found in ``p.status``. The queue runs one pass per object at
+  a time, and at most ``MLOPS_WORKERS`` passes at once.
+* **One status write.** What the pass changed in ``p.status`` is merged into the status
+  subresource in one patch at the end of the pass — also when the pass raised.
+* **Retry by kind of error.** ``kopf.TemporaryError(delay=…)`` → run again after ``delay``
+  (MLflow down, a child not ready); ``kopf.PermanentError`` → wait for the next change of the
+  object (bad input; the pass has set a condition and posted a Warning Event); anything else →
+  logged with its traceback and retried with an exponential backoff.
+
+A pass must be idempotent and cheap when there is nothing to do: it runs again on every event.
+Deletion of state outside Kubernetes (an MLflow run) is a ``@kopf.on.delete`` handler next to
+the reconcile function; children inside Kubernetes go by garbage collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from . import GROUP, VERSION, kube
+from .builders.common import MANAGED_BY, OPERATOR
+from .conditions import get_condition, set_condition
+from .metrics import RECONCILE_ERRORS
+from .settings import OperatorSettings, get_settings
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+_UNSET = object()
+#: Retry delays (seconds) after unexpected errors, one step per consecutive failure.
+BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class Status:
+    """The status of one object during one pass: reads see the pass's own writes; :attr:`changes`
+    is what the end-of-pass patch sends (nothing when nothing changed)."""
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self.current: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))
+        self.generation: int | None = (body.get("metadata") or {}).get("generation")
+        self.changes: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.current.get(key, default)
+
+    @property
+    def phase(self) -> str | None:
+        return self.current.get("phase")
+
+    def set(self, **fields: Any) -> None:
+        """Set status fields (None clears a field)."""
+        for key, value in fields.items():
+            if self.current.get(key, _UNSET) != value and not (
+                    value is None and key not in self.current):
+                self.changes[key] = value
+                self.current[key] = value
+
+    def observed(self) -> None:
+        """Record that this generation's spec has been acted on."""
+        self.set(observedGeneration=self.generation)
+
+    def condition(self, type_: str) -> Mapping[str, Any]:
+        """A condition as it stands (``{}`` when absent)."""
+        return get_condition(self.current.get("conditions"), type_) or {}
+
+    def cond(self, type_: str, status: bool | str, reason: str, message: str = "") -> bool:
+        """Set a condition; True when its status flipped (a transition worth an Event)."""
+        before = self.condition(type_).get("status")
+        conditions = set_condition(self.current.get("conditions"), type_, status, reason,
+                                   message, self.generation)
+        if conditions != self.current.get("conditions"):
+            self.set(conditions=conditions)
+        return before != self.condition(type_).get("status")
+
+
+class Waiting(Exception):  # noqa: N818 - a signal, not an error
+    """Ends a pass early while a child is still working; its events (or ``p.requeue``) bring
+    the next pass. Not an error: nothing is logged or counted."""
+
+
+class _ObjectLogger(logging.LoggerAdapter):
+    """Prefixes messages with the object's ``namespace/name``."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['object']}] {msg}", kwargs  # type: ignore[index]
+
+
+@dataclass
+class Pass:
+    """What one reconcile pass gets: the object, its status under construction, the settings."""
+
+    body: dict[str, Any]
+    status: Status
+    settings: OperatorSettings
+    logger: logging.LoggerAdapter
+    requeue_after: float | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.body.get("metadata") or {}
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.body.get("spec") or {}
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.meta["namespace"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.meta["uid"])
+
+    @property
+    def generation(self) -> int | None:
+        return self.meta.get("generation")
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def requeue(self, seconds: float) -> None:
+        """Run another pass after ``seconds`` even if nothing changes (the earliest ask wins)."""
+        self.requeue_after = seconds if self.requeue_after is None else min(
+            self.requeue_after, seconds)
+
+
+class WorkQueue:
+    """Keys to reconcile: deduplicated, one pass per key at a time, delayed re-adds.
+
+    Used from the event loop's thread only.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+
+    def add(self, key: Key, delay: float = 0.0) -> None:
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            timer = self._timers.get(key)
+            due = loop.time() + delay
+            if timer is not None and not timer.cancelled() and timer.when() <= due:
+                return  # an earlier pass is already scheduled
+            if timer is not None:
+                timer.cancel()
+            self._timers[key] = loop.call_at(due, self._fire, key)
+            return
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def forget(self, key: Key) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._dirty.discard(key)
+
+    async def get(self) -> Key:
+        key = await self._queue.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: Key) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def __len__(self) -> int:
+        return self._queue.qsize()
+
+
+def _rv(body: Mapping[str, Any]) -> int:
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclass
+class Controller:
+    """A kind's reconcile loop: its cache of objects, its queue, its workers."""
+
+    kind: str
+    plural: str
+    reconcile: Callable[[Pass], None]
+    #: child kinds ``(group, version, plural)`` whose events wake their owner
+    children: Iterable[tuple[str, str, str]] = ()
+    #: called with the key of a deleted object (drop what the controller keeps about it)
+    forget: Callable[[Key], None] | None = None
+    cache: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    _queue: WorkQueue | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _failures: dict[Key, int] = field(default_factory=dict)
+    _own_writes: dict[Key, int] = field(default_factory=dict)
+    _executor: ThreadPoolExecutor | None = None
+    _workers: int = 1
+
+    # -- triggers ----------------------------------------------------------------------------
+    def register(self) -> None:
+        """Register the kopf watches that feed the queue."""
+        kopf.on.event(GROUP, VERSION, self.plural, id=f"{self.kind}-events")(self._on_event)
+        for group, version, plural in self.children:
+            kopf.on.event(group, version, plural, labels={MANAGED_BY: OPERATOR},
+                          id=f"{self.kind}-children")(self._on_child_event)
+
+    async def _on_event(self, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        self._spawn_workers()
+        self.observe(event.get("type"), copy.deepcopy(dict(body)))
+
+    async def _on_child_event(self, body: kopf.Body, **_: Any) -> None:
+        self._spawn_workers()
+        meta = body.get("metadata") or {}
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("kind") == self.kind and ref.get("apiVersion", "").startswith(GROUP):
+                self.enqueue((meta.get("namespace") or "", ref.get("name") or ""))
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """Take a watch event into the cache and queue the object (not for our own writes)."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        if event_type == "DELETED":
+            self.cache.pop(key, None)
+            self._own_writes.pop(key, None)
+            self._failures.pop(key, None)
+            if self._queue is not None:
+                self._queue.forget(key)
+            if self.forget is not None:
+                self.forget(key)
+            return
+        cached = self.cache.get(key)
+        if cached is not None and _rv(cached) > _rv(body) and (
+            (cached.get("metadata") or {}).get("uid") == meta.get("uid")):
+            return  # older than what our own status write returned
+        self.cache[key] = body
+        if self._own_writes.get(key) == _rv(body):
+            return  # the echo of this controller's own status patch
+        self.enqueue(key)
+
+    def enqueue(self, key: Key, delay: float = 0.0) -> None:
+        """Queue a pass for ``key`` (from any thread)."""
+        if self._queue is None or self._loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._queue.add(key, delay)
+        else:
+            self._loop.call_soon_threadsafe(self._queue.add, key, delay)
+
+    # -- workers -----------------------------------------------------------------------------
+    async def start(self, workers: int) -> None:
+        """Prepare the queue and threads on the running loop (called from the startup handler)."""
+        self._loop = asyncio.get_running_loop()
+        self._queue = WorkQueue()
+        self._workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers,
+                                            thread_name_prefix=f"{self.kind}-reconcile")
+
+    def _spawn_workers(self) -> None:
+        """Start the worker tasks from kopf's event-handling context, on the first event: tasks
+        inherit its context variables, which ``kopf.info``/``kopf.warn`` need to post Events."""
+        if self._tasks or self._queue is None:
+            return
+        self._tasks = [asyncio.create_task(self._work(), name=f"{self.kind}-worker-{i}")
+                       for i in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _work(self) -> None:
+        assert self._queue is not None and self._loop is not None
+        while True:
+            key = await self._queue.get()
+            delay: float | None = None
+            try:
+                body = self.cache.get(key)
+                if body is not None:
+                    run = contextvars.copy_context().run  # kopf's event poster lives there
+                    delay = await self._loop.run_in_executor(self._executor, run, self._pass,
+                                                             key, body)
+            except Exception:  # never lose a worker
+                log.exception("%s %s/%s: reconcile pass crashed", self.kind, *key)
+                delay = BACKOFF[-1]
+            finally:
+                self._queue.done(key)
+            if delay is not None and key in self.cache:
+                self._queue.add(key, delay)
+
+    def _pass(self, key: Key, body: dict[str, Any]) -> float | None:
+        """One reconcile pass and its one status write; when to run again (None: on events)."""
+        logger = _ObjectLogger(log, {"object": f"{key[0]}/{key[1]}"})
+        p = Pass(body, Status(body), get_settings(), logger)
+        delay: float | None = None
+        try:
+            self.reconcile(p)
+            self._failures.pop(key, None)
+            delay = p.requeue_after
+        except Waiting:
+            self._failures.pop(key, None)
+            delay = p.requeue_after
+        except kopf.TemporaryError as exc:
+            RECONCILE_ERRORS.labels(kind=self.kind, error="temporary").inc()
+            log.info("%s %s: %s (again in %ss)", self.kind, p.key, exc, exc.delay)
+            delay = float(exc.delay or BACKOFF[0])
+        except kopf.PermanentError as exc:
+            RECONCILE_ERRORS.labels(kind=self.kind, error="permanent").inc()
+            log.warning("%s %s: %s (waiting for a change)", self.kind, p.key, exc)
+        except Exception:
+            RECONCILE_ERRORS.labels(kind=self.kind, error="unexpected").inc()
+            n = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = BACKOFF[min(n, len(BACKOFF)) - 1]
+            log.exception("%s %s: reconcile failed (again in %ss)", self.kind, p.key, delay)
+        if p.status.changes:
+            delay = self._write_status(key, p, delay)
+        return delay
+
+    def _write_status(self, key: Key, p: Pass, delay: float | None) -> float | None:
+        try:
+            updated = kube.patch_status(self.plural, p.namespace, p.name, p.status.changes)
+        except Exception as exc:
+            if kube.is_status(exc, 404):
+                return None  # deleted meanwhile
+            log.warning("%s %s: status write failed: %s", self.kind, p.key, exc)
+            return min(delay or BACKOFF[2], BACKOFF[2])
+        self._own_writes[key] = _rv(updated)
+        cached = self.cache.get(key)
+        if cached is None or _rv(updated) >= _rv(cached):
+            self.cache[key] = updated
+        return delay
+
+
+#: Every controller of this process, started by the startup handler.
+CONTROLLERS: dict[str, Controller] = {}
+
+
+def controller(kind: str, plural: str, reconcile: Callable[[Pass], None],
+               children: Iterable[tuple[str, str, str]] = (),
+               forget: Callable[[Key], None] | None = None) -> Controller:
+    """Create and register a kind's controller (once per process)."""
+    ctl = Controller(kind, plural, reconcile, tuple(children), forget)
+    ctl.register()
+    CONTROLLERS[kind] = ctl
+    return ctl

@@ -1,0 +1,154 @@
+"""The one Kubernetes client helper of the controllers.
+
+Every controller talks to the API through these few functions (blocking, called from the
+controller's worker threads): one process-wide ``ApiClient``; ``create_or_get`` for immutable
+children (Jobs, ModelVersions), ``apply`` (server-side apply, field manager ``mlops-operator``)
+for children whose desired state changes (Deployments, Services, ConfigMaps, ...); ``patch_status``
+for the one status write of a reconcile pass. Children carry owner references built by
+:func:`mlops_operator.builders.common.owner_reference`; :func:`owned_by` checks adoption.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from . import GROUP, VERSION
+
+FIELD_MANAGER = "mlops-operator"
+_lock = threading.Lock()
+_api: Any = None
+
+
+def api() -> Any:
+    """The process-wide ``kubernetes.client.ApiClient`` (in-cluster config, else kubeconfig)."""
+    global _api
+    with _lock:
+        if _api is None:
+            from kubernetes import client, config
+
+            try:
+                config.load_incluster_config()
+                _api = client.ApiClient()
+            except config.ConfigException:
+                _api = config.new_client_from_config()
+        return _api
+
+
+def is_status(exc: BaseException, *codes: int) -> bool:
+    """True when ``exc`` is an API error with one of these HTTP status codes."""
+    from kubernetes.client.rest import ApiException
+
+    return isinstance(exc, ApiException) and exc.status in codes
+
+
+def error_message(exc: BaseException) -> str:
+    """The apiserver's own message of an API error (its Status ``message``), else ``str(exc)``."""
+    import json
+
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            return str(json.loads(body).get("message") or body)
+        except (ValueError, AttributeError):
+            return str(body)
+    return str(exc)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A kubernetes-client model (or a dict) as the API's camelCase JSON."""
+    return dict(api().sanitize_for_serialization(obj))
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``obj`` has an owner reference to ``uid``."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
+
+
+_resources: dict[tuple[str, str], Any] = {}
+
+
+def _dynamic(api_version: str, kind: str) -> Any:
+    """The dynamic-client resource of a kind (discovered once, then cached)."""
+    key = (api_version, kind)
+    found = _resources.get(key)
+    if found is None:
+        client = api()
+        with _lock:
+            from kubernetes.dynamic import DynamicClient
+
+            dyn = _resources.get(("", "")) or DynamicClient(client)
+            _resources[("", "")] = dyn
+            found = _resources[key] = dyn.resources.get(api_version=api_version, kind=kind)
+    return found
+
+
+def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The object as the API has it now, or None."""
+    try:
+        return _dynamic(api_version, kind).get(name=name, namespace=namespace).to_dict()
+    except Exception as exc:
+        if is_status(exc, 404):
+            return None
+        raise
+
+
+def list_(api_version: str, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+    """Objects of a kind in a namespace matching a label selector."""
+    res = _dynamic(api_version, kind).get(namespace=namespace, label_selector=selector or None)
+    return [item.to_dict() for item in res.items]
+
+
+def create_or_get(manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Create ``manifest``; when it exists already (409), read it. ``(object, created)``.
+
+    For children that are never changed after creation (Jobs, ModelVersions): a retry after a
+    crash finds what the first attempt made. The caller checks ownership with :func:`owned_by`.
+    """
+    meta = manifest["metadata"]
+    res = _dynamic(manifest["apiVersion"], manifest["kind"])
+    try:
+        return res.create(body=dict(manifest), namespace=meta["namespace"]).to_dict(), True
+    except Exception as exc:
+        if not is_status(exc, 409):
+            raise
+    found = get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+    if found is None:
+        from kopf import TemporaryError
+
+        raise TemporaryError(f"{manifest['kind']} {meta['name']} vanished while created", delay=1)
+    return found, False
+
+
+def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Server-side apply ``manifest`` as ``mlops-operator`` (create or converge; idempotent)."""
+    meta = manifest["metadata"]
+    res = _dynamic(manifest["apiVersion"], manifest["kind"])
+    return res.server_side_apply(
+        body=dict(manifest), name=meta["name"], namespace=meta["namespace"],
+        field_manager=FIELD_MANAGER, force_conflicts=True,
+    ).to_dict()
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
+    """Delete (background propagation); False when it was gone already."""
+    try:
+        _dynamic(api_version, kind).delete(
+            name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+        )
+        return True
+    except Exception as exc:
+        if is_status(exc, 404):
+            return False
+        raise
+
+
+def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict:
+    """Merge ``status`` into one of our resources' status subresource; the updated object."""
+    from kubernetes.client import CustomObjectsApi
+
+    return CustomObjectsApi(api()).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
+    )
