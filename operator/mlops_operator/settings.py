@@ -38,6 +38,15 @@ class OperatorSettings(BaseSettings):
         "ghcr.io/mlops-operator/runtime:0.1.0",
         description="serving runtime image for ModelDeployments that set none",
     )
+    prometheus_url: str = Field(
+        "http://127.0.0.1:9090",
+        description="Prometheus the canary analysis queries when a ModelDeployment names none",
+    )
+    gateway_parent_refs: str = Field(
+        "",
+        description="parentRefs of gateway-api HTTPRoutes when a ModelDeployment has no "
+        "mlops.dev/gateway-parent-refs annotation: '[namespace/]name[:section]', comma-separated",
+    )
     metrics_port: int = Field(8081, description="port of the operator's Prometheus /metrics")
     metrics_host: str = Field("0.0.0.0", description="bind address of /metrics")
     alert_receiver_port: int = Field(8082, description="port of the Alertmanager webhook")

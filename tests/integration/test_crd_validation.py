@@ -126,6 +126,18 @@ BAD_OBJECTS: list[tuple[str, dict[str, Any], Mutation, str]] = [
         "replicas must not be negative",
     ),
     (
+        "md-variant-named-like-a-canary",
+        MD,
+        _set("spec.variants.0.name", "champion-canary"),
+        "a variant must not be called router or end in -canary",
+    ),
+    (
+        "md-variant-named-router",
+        MD,
+        _set("spec.variants.0.name", "router"),
+        "a variant must not be called router or end in -canary",
+    ),
+    (
         "md-variant-name-not-dns",
         MD,
         _set("spec.variants.0.name", "Champion_1"),

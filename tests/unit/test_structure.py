@@ -65,7 +65,7 @@ loaded = sorted(m for m in sys.modules if m.split(".")[0] == "mlops_localstack")
 print(sorted(CONTROLLERS), loaded)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['ModelVersion', 'TrainingRun'] []", out.stdout + out.stderr
+    assert out.stdout.strip() == "['ModelDeployment', 'ModelVersion', 'TrainingRun'] []", out.stdout + out.stderr
 
 
 def test_local_subcommand_without_the_local_stack_says_how_to_install_it() -> None:

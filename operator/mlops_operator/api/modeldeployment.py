@@ -62,7 +62,10 @@ class Autoscaling(ApiModel):
         ),
     )
 
-    min_replicas: int = Field(default=1, ge=0, le=1000, description="Lower bound.")
+    min_replicas: int = Field(
+        default=1, ge=1, le=1000,
+        description="Lower bound (at least 1: scaling to zero needs a feature gate).",
+    )
     max_replicas: int = Field(ge=1, le=1000, description="Upper bound.")
     target_cpu_utilization_percentage: int | None = Field(
         default=None,
@@ -102,6 +105,11 @@ class Variant(ApiModel):
     cel_rules = (
         CelRule("self.weight >= 0 && self.weight <= 100", "weight must be between 0 and 100"),
         CelRule("self.replicas >= 0", "replicas must not be negative"),
+        CelRule(
+            "self.name != 'router' && !self.name.endsWith('-canary')",
+            "a variant must not be called router or end in -canary: the router's and the "
+            "canaries' objects use those names",
+        ),
     )
 
     name: DnsLabel = Field(
@@ -336,6 +344,9 @@ class ModelDeploymentSpec(ApiModel):
                 raise ValueError("weight must be between 0 and 100")
             if v.replicas < 0:
                 raise ValueError("replicas must not be negative")
+            if v.name == "router" or v.name.endswith("-canary"):
+                raise ValueError("a variant must not be called router or end in -canary: the "
+                                 "router's and the canaries' objects use those names")
         if sum(v.weight for v in self.variants) != 100:
             raise ValueError("the weights of all variants must sum to 100")
         mirror = self.traffic.mirror
@@ -366,13 +377,42 @@ class VariantStatus(ApiModel):
     ready_replicas: int | None = Field(default=None, description="Ready replicas.")
 
 
-class RolloutStatus(ApiModel):
-    """Progress of a canary."""
+class Measurement(ApiModel):
+    """The latest measurement of one analysis metric."""
 
+    metric: ShortStr = Field(description="Analysis metric name.")
+    value: float | None = Field(default=None, description="Query result; absent: no data.")
+    verdict: Literal["Successful", "Failed", "Inconclusive"] = Field(
+        description="Successful, Failed, or Inconclusive (no data, or Prometheus unavailable)."
+    )
+    variant: ShortStr | None = Field(default=None, description="Variant measured (AB).")
+
+
+class RolloutStatus(ApiModel):
+    """Progress of a canary (one variant at a time)."""
+
+    variant: ShortStr | None = Field(default=None, description="Variant being rolled out.")
     version: ShortStr | None = Field(default=None, description="Version being rolled out.")
+    from_version: ShortStr | None = Field(
+        default=None, description="Stable version the canary started from."
+    )
     step: int | None = Field(default=None, description="Index of the current step.")
     weight: int | None = Field(default=None, description="Current weight of the new version.")
     failures: int | None = Field(default=None, description="Failed analysis measurements.")
+    state: Literal["Progressing", "Promoting", "Paused", "Aborted"] | None = Field(
+        default=None,
+        description="Progressing through the steps, Promoting (the stable pods take the new "
+        "version), Paused (waiting for a human: autoPromote false), or Aborted (rolled back).",
+    )
+    step_started: Timestamp | None = Field(
+        default=None, description="When the current step's weight took effect."
+    )
+    last_analysis: Timestamp | None = Field(
+        default=None, description="When the analysis queries last ran."
+    )
+    measurements: (
+        Annotated[list[Measurement], Field(max_length=64)] | None
+    ) = Field(default=None, description="Latest measurement of each analysis metric.")
     message: Str | None = Field(default=None, description="Latest analysis result.")
 
 

@@ -122,24 +122,6 @@ def entry_service_name(md_name: str) -> str:
     return _child(md_name, "")
 
 
-def name_conflicts(md_name: str, spec: ModelDeploymentSpec) -> list[str]:
-    """Why this spec's children would share a name, one message per clash (empty: none).
-
-    A variant called ``router`` or ``<other>-canary`` would collide with the router's objects or
-    another variant's canary; the controller should refuse such a spec (a permanent error).
-    """
-    owners: dict[str, str] = {router_name(md_name): "the router"}
-    problems = []
-    for v in spec.variants:
-        for role in ROLES:
-            name = variant_name(md_name, v.name, role)
-            what = f"variant {v.name!r} ({role})"
-            if name in owners and owners[name] != what:
-                problems.append(f"{what} and {owners[name]} would both be named {name!r}")
-            owners.setdefault(name, what)
-    return problems
-
-
 def check_role(role: str) -> None:
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")

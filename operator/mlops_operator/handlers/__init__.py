@@ -3,6 +3,6 @@
 Each controller module follows the one shape of :mod:`mlops_operator.controller`.
 """
 
-from . import modelversion, startup, trainingrun
+from . import modeldeployment, modelversion, startup, trainingrun
 
-__all__ = ["modelversion", "startup", "trainingrun"]
+__all__ = ["modeldeployment", "modelversion", "startup", "trainingrun"]

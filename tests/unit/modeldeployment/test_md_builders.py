@@ -21,7 +21,6 @@ from mlops_operator.builders.modeldeployment import (
     build_variant_deployment,
     build_variant_service,
     entry_service_name,
-    name_conflicts,
     pod_from_template,
     router_name,
     variant_name,
@@ -122,23 +121,14 @@ def test_unknown_role_is_refused() -> None:
         variant_name("iris", "champion", "blue")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("variants", "clashes"),
-    [
-        (["champion", "challenger"], 0),
-        (["champion", "champion-canary"], 1),
-        (["router", "b"], 1),
-    ],
-)
-def test_name_conflicts(variants: list[str], clashes: int) -> None:
-    weights = [100] + [0] * (len(variants) - 1)
-    spec = example_spec(
-        variants=[
-            {"name": n, "modelUri": "models:/iris@champion", "weight": w}
-            for n, w in zip(variants, weights, strict=True)
-        ]
-    )
-    assert len(name_conflicts("iris", spec)) == clashes
+@pytest.mark.parametrize("bad", ["champion-canary", "router"])
+def test_variant_names_that_would_clash_with_other_children_are_refused(bad: str) -> None:
+    """``<md>-router`` and ``<md>-<variant>-canary`` are taken: the API refuses such variants."""
+    with pytest.raises(ValueError, match="must not be called router or end in -canary"):
+        example_spec(variants=[
+            {"name": "champion", "modelUri": "models:/iris@champion", "weight": 100},
+            {"name": bad, "modelUri": "models:/iris@champion", "weight": 0},
+        ])
 
 
 # -- the variant Deployment --------------------------------------------------------------------
@@ -343,7 +333,7 @@ def test_variant_service_selects_one_role_of_one_variant(role: str) -> None:
             ],
         ),
         (
-            {"minReplicas": 0, "maxReplicas": 5, "targetRequestsPerSecond": 12.5},
+            {"minReplicas": 1, "maxReplicas": 5, "targetRequestsPerSecond": 12.5},
             [
                 {
                     "type": "Pods",

@@ -1,0 +1,316 @@
+"""ModelDeployment controller: pinned versions served as Deployments, traffic, rollouts.
+
+The shape of every controller (docs/architecture.md). One pass:
+
+1. **Resolve** each variant's ``modelUri`` to a pinned registry version (aliases from the
+   per-model :mod:`mlops_operator.aliases` cache, which also wakes this object when an alias
+   moves). An unresolvable variant is reported (condition + Warning Event naming the variant)
+   and keeps what it serves.
+2. **Observe** the Deployments it owns (their events wake it) and, while a canary is in a pause,
+   run the analysis queries against Prometheus when they are due.
+3. **Decide** the next rollout state with the pure :func:`mlops_operator.rollout.decide`.
+4. **Build and apply** every child (:func:`mlops_operator.builders.serving.build_children`,
+   server-side apply), and delete the children no longer wanted.
+5. **Status**: variants (pinned version, weight, ready), the printer columns, ``rollout``, the
+   phase (Pending → Progressing → Ready / Degraded / Failed) and conditions, Events on every
+   transition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from .. import GROUP, VERSION, kube
+from .. import analysis as an
+from ..aliases import WATCH
+from ..api import ModelDeploymentSpec
+from ..builders.common import LABEL_DEPLOYMENT, MANAGED_BY, OPERATOR, label_value
+from ..builders.jobs import pending_reason
+from ..builders.modeldeployment import variant_name
+from ..builders.serving import PRUNED_KINDS, build_children, weights
+from ..builders.traffic import PARENT_REFS_ANNOTATION, parse_parent_refs, status_url
+from ..builders.traffic import traffic_summary as summary_of
+from ..controller import Pass, controller
+from ..metrics import observe_stage
+from ..mlflow_utils import make_client, mlflow_errors
+from ..registry import SourceNotFound, get_version, set_tags
+from ..rollout import analysis_due, decide, next_wakeup, parse_ts
+
+PLURAL = "modeldeployments"
+TAG_ROLLOUT_ABORTED = "mlops.dev/rollout-aborted"
+#: pinned (model, version) pairs known to exist: checked once, not on every pass
+_known: set[tuple[str, str]] = set()
+
+
+def _follower(p: Pass) -> str:
+    return f"ModelDeployment/{p.key}"
+
+
+def reconcile(p: Pass) -> None:
+    st = p.status
+    if p.meta.get("deletionTimestamp"):
+        return
+    try:
+        spec = ModelDeploymentSpec.model_validate(p.spec)
+    except ValidationError as exc:
+        message = f"invalid spec: {exc}"
+        if st.cond("Ready", False, "InvalidSpec", message):
+            kopf.warn(p.body, reason="InvalidSpec", message=message[:1024])
+        st.set(phase="Failed", message=message[:1024])
+        st.observed()
+        raise kopf.PermanentError(message) from exc
+    now = dt.datetime.now(dt.UTC)
+    desired, problems = resolve(p, spec)
+    deployments = {d["metadata"]["name"]: d for d in _owned(p, "apps/v1", "Deployment")}
+    stable = {v["name"]: v.get("version") for v in st.get("variants") or []}
+    ro = st.get("rollout")
+    canary_ready = False
+    if ro and ro.get("variant") and ro.get("version"):
+        canary = deployments.get(variant_name(p.name, ro["variant"], "canary"))
+        canary_ready = canary is not None and _rolled_out(canary, ro["version"])
+    stable_ready = {n: _rolled_out(deployments.get(variant_name(p.name, n)), v)
+                    for n, v in stable.items() if v}
+    measurements = None
+    if analysis_due(spec, ro, now) and canary_ready:
+        measurements = measure(p, spec, ro["variant"], str(ro["version"]), problems)
+    decision = decide(spec, stable, desired, ro, canary_ready=canary_ready,
+                      stable_ready=stable_ready, measurements=measurements, now=now)
+    for type_, reason, message in decision.events:
+        (kopf.warn if type_ == "Warning" else kopf.info)(p.body, reason=reason, message=message)
+    if decision.aborted:
+        record_abort(p, spec, *decision.aborted)
+    if ro and not decision.rollout and ro.get("state") == "Promoting":
+        started = parse_ts(ro.get("stepStarted"))
+        observe_stage("deployment", "success", (now - started).total_seconds() if started else 0)
+    apply_children(p, spec, decision.stable, decision.canary)
+    write_status(p, spec, decision, deployments, problems)
+    wake = next_wakeup(spec, decision.rollout, now)
+    if wake is not None:
+        p.requeue(wake)
+    elif problems:
+        p.requeue(p.settings.resync_seconds)
+
+
+def resolve(p: Pass, spec: ModelDeploymentSpec) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Each variant's pinned version (None when unresolvable) and the problems, by variant."""
+    desired: dict[str, str | None] = {}
+    problems: dict[str, str] = {}
+    key = (p.namespace, p.name)
+    cfg = p.settings
+    client = make_client(cfg.mlflow_tracking_uri, cfg.mlflow_request_timeout)
+    follows = False
+    with mlflow_errors(f"resolving the variants of {p.key}"):
+        for v in spec.variants:
+            uri = v.model_uri
+            desired[v.name] = None
+            if not uri.startswith("models:/"):
+                problems[v.name] = (f"variant {v.name}: {uri} is not served yet; register it and "
+                                    f"use models:/{spec.model}/<version>")
+                continue
+            rest = uri[len("models:/"):]
+            if "@" in rest:
+                model, alias = rest.split("@", 1)
+                follows = True
+                WATCH.follow(model, _follower(p), lambda: CONTROLLER.enqueue(key))
+                version = WATCH.aliases(client, model, cfg.resync_seconds).get(alias)
+                if version is None:
+                    problems[v.name] = (f"variant {v.name}: alias {alias} of model {model} "
+                                        "points to no version yet")
+                    continue
+            else:
+                model, _, version = rest.partition("/")
+                if (model, version) not in _known:
+                    try:
+                        get_version(client, model, version)
+                    except SourceNotFound:
+                        problems[v.name] = (f"variant {v.name}: model {model} has no registered "
+                                            f"version {version}")
+                        continue
+                    _known.add((model, version))
+            desired[v.name] = str(version)
+    if not follows:
+        WATCH.unfollow(_follower(p))
+    return desired, problems
+
+
+def measure(p: Pass, spec: ModelDeploymentSpec, variant: str, version: str,
+            problems: dict[str, str]) -> list[dict[str, Any]]:
+    """One analysis round for the canary of ``variant`` at ``version``."""
+    analysis = spec.rollout.analysis
+    assert analysis is not None
+    address = analysis.prometheus.address or p.settings.prometheus_url
+    values = {"namespace": p.namespace, "deployment": p.name, "variant": variant,
+              "version": version}
+    out: list[dict[str, Any]] = []
+    for metric in analysis.metrics:
+        try:
+            m = an.measure(address, metric, values)
+        except an.QueryError as exc:
+            problems[f"analysis/{metric.name}"] = (f"analysis metric {metric.name}: Prometheus "
+                                                   f"rejected the query: {exc}")
+            out.append({"metric": metric.name, "verdict": "Inconclusive"})
+            continue
+        entry = {"metric": metric.name, "verdict": m.verdict, "query": m.query}
+        if m.value is not None:
+            entry["value"] = m.value
+        if m.verdict == "Inconclusive":
+            problems.setdefault("analysis", f"analysis inconclusive: {metric.name}: {m.message}")
+        out.append(entry)
+    return out
+
+
+def record_abort(p: Pass, spec: ModelDeploymentSpec, variant: str, version: str,
+                 why: str) -> None:
+    """The registry version gets a tag and its ModelVersion(s) an Event; the alias stays."""
+    cfg = p.settings
+    try:
+        with mlflow_errors("tagging an aborted rollout"):
+            client = make_client(cfg.mlflow_tracking_uri, cfg.mlflow_request_timeout)
+            set_tags(client, spec.model, version, {TAG_ROLLOUT_ABORTED: f"{p.key}: {why}"})
+    except kopf.TemporaryError as exc:
+        p.logger.warning("could not tag v%s as aborted: %s", version, exc)
+    for mv in kube.list_(f"{GROUP}/{VERSION}", "ModelVersion", p.namespace):
+        if (mv.get("spec") or {}).get("model") == spec.model and str(
+                (mv.get("status") or {}).get("version")) == version:
+            kopf.warn(mv, reason="RolloutAborted",
+                      message=f"ModelDeployment {p.name} rolled v{version} back: {why}"[:1024])
+    observe_stage("deployment", "failure", 0.0)
+
+
+def _owned(p: Pass, api_version: str, kind: str) -> list[dict[str, Any]]:
+    selector = f"{MANAGED_BY}={OPERATOR},{LABEL_DEPLOYMENT}={label_value(p.name)}"
+    try:
+        items = kube.list_(api_version, kind, p.namespace, selector)
+    except Exception as exc:
+        if type(exc).__name__ == "ResourceNotFoundError":  # e.g. no Gateway API CRDs
+            return []
+        raise
+    return [i for i in items if kube.owned_by(i, p.uid)]
+
+
+def _rolled_out(dep: dict[str, Any] | None, version: str | None) -> bool:
+    """The Deployment runs ``version`` on all its replicas, all ready, no old pod left."""
+    if dep is None or version is None:
+        return False
+    labels = (dep.get("metadata") or {}).get("labels") or {}
+    if labels.get("mlops.dev/version") != label_value(str(version)):
+        return False
+    want = (dep.get("spec") or {}).get("replicas", 1)
+    s = dep.get("status") or {}
+    return (s.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
+            and s.get("updatedReplicas", 0) == want and s.get("readyReplicas", 0) == want
+            and s.get("replicas", 0) == want)
+
+
+_applied: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
+
+
+def apply_children(p: Pass, spec: ModelDeploymentSpec, stable: dict[str, str],
+                   canary: tuple[str, str, int] | None) -> None:
+    cfg = p.settings
+    refs_text = (p.meta.get("annotations") or {}).get(PARENT_REFS_ANNOTATION) or (
+        cfg.gateway_parent_refs)
+    try:
+        refs = parse_parent_refs(refs_text) if refs_text else []
+    except ValueError as exc:
+        raise kopf.PermanentError(f"{PARENT_REFS_ANNOTATION}: {exc}") from exc
+    children = build_children(p.name, p.namespace, p.uid, spec, stable, canary,
+                              tracking_uri=cfg.pod_tracking_uri,
+                              default_image=cfg.runtime_image, parent_refs=refs)
+    for child in children:
+        try:
+            kube.apply(child)
+        except Exception as exc:
+            if kube.is_status(exc, 400, 403, 404, 422):
+                raise kopf.TemporaryError(
+                    f"{child['kind']} {child['metadata']['name']}: {kube.error_message(exc)}",
+                    delay=p.settings.resync_seconds) from exc
+            raise
+    names = frozenset((c["kind"], c["metadata"]["name"]) for c in children)
+    key = (p.namespace, p.name)
+    if _applied.get(key) == names:
+        return
+    for api_version, kind in PRUNED_KINDS:
+        for obj in _owned(p, api_version, kind):
+            if (kind, obj["metadata"]["name"]) not in names:
+                kube.delete(api_version, kind, p.namespace, obj["metadata"]["name"])
+                p.logger.info("deleted %s %s", kind, obj["metadata"]["name"])
+    _applied[key] = names
+
+
+def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
+                 deployments: dict[str, dict[str, Any]], problems: dict[str, str]) -> None:
+    st = p.status
+    split = weights(spec, decision.canary)
+    ready = desired_total = 0
+    variants = []
+    waiting: list[str] = []
+    for v in spec.variants:
+        version = decision.stable.get(v.name)
+        dep = deployments.get(variant_name(p.name, v.name))
+        s = (dep or {}).get("status") or {}
+        want = ((dep or {}).get("spec") or {}).get("replicas", v.replicas)
+        ready += s.get("readyReplicas", 0)
+        desired_total += want
+        entry = {"name": v.name, "weight": sum(w for b, w in split.items() if b.variant == v.name),
+                 "replicas": want, "readyReplicas": s.get("readyReplicas", 0)}
+        if version:
+            entry.update(version=version, modelUri=f"models:/{spec.model}/{version}")
+            if not _rolled_out(dep, version):
+                waiting.append(v.name + _why_waiting(p, v.name))
+        variants.append(entry)
+    if decision.canary:
+        dep = deployments.get(variant_name(p.name, decision.canary[0], "canary"))
+        s = (dep or {}).get("status") or {}
+        ready += s.get("readyReplicas", 0)
+        desired_total += ((dep or {}).get("spec") or {}).get("replicas", 1)
+    st.set(variants=variants, ready=f"{ready}/{desired_total}", traffic=summary_of(split),
+           champion=variants[0].get("version"),
+           challenger=variants[1].get("version") if len(variants) > 1 else None,
+           url=status_url(p.name, p.namespace, spec), rollout=decision.rollout)
+    st.observed()
+    ro = decision.rollout or {}
+    aborted = ro.get("state") == "Aborted"
+    if problems or aborted:
+        message = "; ".join([*problems.values(), *([ro.get("message")] if aborted else [])])
+        phase = "Degraded" if any(v.get("version") for v in variants) else "Pending"
+        if st.cond("Degraded", True, "RolloutAborted" if aborted else "VariantsUnresolved",
+                   message):
+            kopf.warn(p.body, reason="Degraded", message=message[:1024])
+    else:
+        st.cond("Degraded", False, "AsExpected", "")
+        phase = "Ready" if not waiting and not ro else "Progressing"
+        message = ""
+    progressing = bool(waiting) or ro.get("state") in ("Progressing", "Promoting", "Paused")
+    progress = ro.get("message") or (f"waiting for {', '.join(waiting)}" if waiting else "")
+    st.cond("Progressing", progressing, "RollingOut" if progressing else "Stable", progress)
+    if phase == "Progressing" and not message:
+        message = progress
+    if phase == "Ready":
+        message = f"serving {summary_of(split)}"
+    if st.cond("Ready", phase == "Ready", phase, message):
+        (kopf.info if phase in ("Ready", "Progressing") else kopf.warn)(
+            p.body, reason=phase, message=(message or phase)[:1024])
+    st.set(phase=phase, message=message[:1024])
+
+
+def _why_waiting(p: Pass, variant: str) -> str:
+    pods = kube.list_("v1", "Pod", p.namespace,
+                      f"{LABEL_DEPLOYMENT}={label_value(p.name)},mlops.dev/variant={variant}")
+    why = pending_reason(pods)
+    return f" ({why[0]}: {why[1]})" if why else ""
+
+
+def _forget(key: tuple[str, str]) -> None:
+    WATCH.unfollow(f"ModelDeployment/{key[0]}/{key[1]}")
+    _applied.pop(key, None)
+
+
+CONTROLLER = controller(
+    "ModelDeployment", PLURAL, reconcile,
+    children=[("apps", "v1", "deployments")], forget=_forget,
+)
