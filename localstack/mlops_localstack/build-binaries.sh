@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Build etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy and
-# cache them in $MLOPS_CACHE_DIR/k8s/<k8s-version>/ (default ~/.cache/mlops-operator).
-# Run it through `mlops-operator local build`; it is idempotent (built binaries are kept).
+# Build the local stack's Go binaries from the Go module proxy into $MLOPS_CACHE_DIR (default
+# ~/.cache/mlops-operator); idempotent (built binaries are kept).
+#   build-binaries.sh              etcd, kube-apiserver, kube-controller-manager, kubectl into
+#                                  k8s/<k8s-version>/ (`mlops-operator local build`)
+#   build-binaries.sh prometheus   Prometheus into prometheus/<version>/
+#                                  (`python -m mlops_localstack.prometheus build`)
 #
 # `go install k8s.io/kubernetes/cmd/kube-apiserver@vX` fails because the release go.mod
 # replaces every staging module with ./staging/src/k8s.io/<m>.  We build instead from a
 # throw-away wrapper module that requires k8s.io/kubernetes and pins each of those staging
 # modules (read from the release's own go.mod) to its published k8s.io/<m> v0.<minor>.<patch>.
 # etcd's server module has replace directives too, so it gets a wrapper of its own.
+#
+# Prometheus: Debian's package is built without Kubernetes service discovery (its 2.42 rejects
+# `kubernetes_sd_configs`), and the local stack discovers pods as on a cluster. Prometheus 3.x
+# is published as module versions v0.3xx.y (v3.5.0 -> v0.305.0); some releases carry replace
+# directives, so it is built from a wrapper module too, which copies them. The web UI's built
+# assets are not in the module; the HTTP API (/api/v1/*, /-/ready, /-/reload) is what we use.
 set -euo pipefail
 
 K8S_VERSION="${MLOPS_K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${MLOPS_ETCD_VERSION:-v3.6.6}"
+PROM_VERSION="${MLOPS_PROMETHEUS_VERSION:-v3.5.0}"
 CACHE_ROOT="${MLOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mlops-operator}"
 OUT="$CACHE_ROOT/k8s/$K8S_VERSION"
 WORK="$CACHE_ROOT/build"
@@ -89,7 +99,48 @@ GO
   mv "$OUT/etcd.tmp" "$OUT/etcd"
 }
 
+build_prometheus() {
+  local out="$CACHE_ROOT/prometheus/$PROM_VERSION"
+  [[ -x "$out/prometheus" ]] && return 0
+  local major minor patch rest modfile module_version
+  major="${PROM_VERSION#v}"; major="${major%%.*}"
+  rest="${PROM_VERSION#v*.}"
+  minor="${rest%%.*}"; patch="${rest#*.}"
+  module_version="v0.$((major * 100 + minor)).$patch"   # v3.5.0 -> v0.305.0
+  local dir="$WORK/prometheus-$PROM_VERSION"
+  mkdir -p "$out" "$dir"
+  cd "$dir"
+  [[ -f go.mod ]] || go mod init mlops.dev/prometheus-build >/dev/null 2>&1
+  modfile="$(go mod download -json "github.com/prometheus/prometheus@$module_version" \
+    | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')"
+  go mod edit -require="github.com/prometheus/prometheus@$module_version"
+  # `replace a v1 => b v2` (single or in a block) -> the same replace in the wrapper
+  sed -n 's/^\(replace\)\{0,1\}[[:space:]]*\([^ ]*\) \([^ ]* \)\{0,1\}=> \([^ ]*\) \([^ ]*\)$/\2 \4@\5/p' "$modfile" \
+    | while read -r old new; do go mod edit -replace="$old=$new"; done
+  cat > tools.go <<GO
+//go:build tools
+
+package tools
+
+import _ "github.com/prometheus/prometheus/cmd/prometheus"
+GO
+  go mod tidy -e >/dev/null 2>&1
+  echo ">> building prometheus $PROM_VERSION (module $module_version)" >&2
+  go build -ldflags "-s -w \
+    -X github.com/prometheus/common/version.Version=${PROM_VERSION#v} \
+    -X github.com/prometheus/common/version.Branch=release \
+    -X github.com/prometheus/common/version.BuildUser=mlops-localstack \
+    -X github.com/prometheus/common/version.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)" \
+    -o "$out/prometheus.tmp" github.com/prometheus/prometheus/cmd/prometheus
+  mv "$out/prometheus.tmp" "$out/prometheus"
+}
+
 start=$(date +%s)
+if [[ "${1:-}" == "prometheus" ]]; then
+  build_prometheus
+  echo ">> prometheus in $CACHE_ROOT/prometheus/$PROM_VERSION ($(( $(date +%s) - start ))s)" >&2
+  exit 0
+fi
 build_etcd
 build_k8s
 echo ">> binaries in $OUT ($(( $(date +%s) - start ))s)" >&2

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from . import procs
 from .binaries import Binaries, ensure_binaries
 from .certs import make_pki
 from .procs import Component, LocalStackError, ManagedProcess, ensure_port_free, free_port
@@ -188,8 +189,7 @@ class ControlPlane(Component):
             "--profiling=false",
         ])
         kcm.wait_until(
-            lambda: httpx.get(f"https://127.0.0.1:{kcm_port}/healthz", verify=False).status_code
-            == 200,
+            lambda: procs.http_ok(f"https://127.0.0.1:{kcm_port}/healthz", verify=False),
             timeout=self.startup_timeout,
             what="healthy (/healthz)",
         )

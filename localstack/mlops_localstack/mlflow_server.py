@@ -4,34 +4,24 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from .procs import Component, ManagedProcess, ensure_port_free, free_port
+from .procs import LoopbackServer, ManagedProcess, http_ok
 
 
 @dataclass
-class MlflowServer(Component):
+class MlflowServer(LoopbackServer):
     """``mlflow server`` on 127.0.0.1 with its store and artifacts under ``workdir``."""
 
-    workdir: Path
-    port: int | None = None
-    host: str = "127.0.0.1"
     startup_timeout: float = 120.0
-    process: ManagedProcess | None = field(default=None, init=False)
 
     @property
     def tracking_uri(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self.url
 
     def _start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.port:
-            ensure_port_free(self.port, self.host, what="MLflow")
-        else:
-            self.port = free_port(self.host)
+        self._claim_port("MLflow")
         mlflow_bin = Path(sys.prefix) / "bin" / "mlflow"
         argv = [
             str(mlflow_bin) if mlflow_bin.exists() else "mlflow",
@@ -52,11 +42,4 @@ class MlflowServer(Component):
         self.process.wait_until(self.healthy, timeout=self.startup_timeout, what="healthy")
 
     def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.tracking_uri}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()
+        return http_ok(f"{self.tracking_uri}/health")

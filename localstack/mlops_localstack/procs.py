@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
+
+import httpx
 
 _PR_SET_PDEATHSIG = 1
 
@@ -84,6 +86,14 @@ def ensure_port_free(port: int, host: str = "127.0.0.1", what: str = "component"
                 f"port {host}:{port} for {what} is busy ({exc.strerror}); "
                 "stop whatever listens there or choose another port"
             ) from exc
+
+
+def http_ok(url: str, timeout: float = 2.0, **kwargs: Any) -> bool:
+    """Whether ``GET url`` answers 200 (any transport error is "no")."""
+    try:
+        return httpx.get(url, timeout=timeout, **kwargs).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -186,3 +196,38 @@ class ManagedProcess:
         # children that outlived the leader in the same group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@dataclass
+class LoopbackServer(Component):
+    """A component that is one server process on a loopback port, with files under ``workdir``.
+
+    ``port`` None picks a free one; a given port must be free. Subclasses start ``process`` in
+    ``_start()`` after :meth:`_claim_port`, and add their fields keyword-only.
+    """
+
+    workdir: Path
+    port: int | None = None
+    host: str = "127.0.0.1"
+    startup_timeout: float = 60.0
+    process: ManagedProcess | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _claim_port(self, what: str) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.port:
+            ensure_port_free(self.port, self.host, what=what)
+        else:
+            self.port = free_port(self.host)
+
+    def check(self) -> None:
+        """Raise when the process has died."""
+        if self.process:
+            self.process.check_running()
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()

@@ -9,7 +9,7 @@ the pod labels ``mlops.dev/deployment``, ``mlops.dev/variant``, ``mlops.dev/vers
 
 Why a Go build like the control plane's and not Debian's package: Debian builds Prometheus
 without Kubernetes service discovery (its 2.42 rejects the config: "field kubernetes_sd_configs
-not found"), and the stack must discover pods as on a cluster. ``build-prometheus.sh`` builds
+not found"), and the stack must discover pods as on a cluster. ``build-binaries.sh`` builds
 the pinned release from the Go module proxy into the cache once (a few minutes); the web UI's
 assets are not in the Go module, the HTTP API is all the stack uses.
 """
@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 import yaml
 
-from .binaries import cache_root
-from .procs import Component, LocalStackError, ManagedProcess, ensure_port_free, free_port
+from .binaries import BUILD_SCRIPT, cache_root
+from .procs import LocalStackError, LoopbackServer, ManagedProcess, http_ok
 
 #: Series labels taken from pod labels (pod label → Prometheus label).
 POD_LABELS = {
@@ -39,7 +39,6 @@ POD_LABELS = {
     "mlops.dev/version": "version",
 }
 PROMETHEUS_VERSION = os.environ.get("MLOPS_PROMETHEUS_VERSION", "v3.5.0")  # the 3.5 LTS line
-BUILD_SCRIPT = Path(__file__).with_name("build-prometheus.sh")
 #: A string only a build with Kubernetes service discovery carries (Debian's lacks it).
 _K8S_SD_MARKER = b"prometheus/discovery/kubernetes."  # its package, in the symbol table
 
@@ -86,10 +85,10 @@ def find_prometheus(allow_build: bool = True) -> Path:
 
 
 def build_prometheus() -> Path:
-    """Build Prometheus from the Go module proxy into the cache (``build-prometheus.sh``)."""
+    """Build Prometheus from the Go module proxy into the cache (``build-binaries.sh``)."""
     env = dict(os.environ, MLOPS_PROMETHEUS_VERSION=PROMETHEUS_VERSION,
                MLOPS_CACHE_DIR=str(cache_root()))
-    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, check=False,
+    proc = subprocess.run(["bash", str(BUILD_SCRIPT), "prometheus"], env=env, check=False,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0 or not cached_prometheus().exists():
         raise LocalStackError(f"building Prometheus {PROMETHEUS_VERSION} from the Go module "
@@ -141,21 +140,15 @@ def prometheus_config(
 
 
 @dataclass
-class PrometheusServer(Component):
-    """``prometheus`` on 127.0.0.1 with its config and TSDB under ``workdir``."""
+class PrometheusServer(LoopbackServer):
+    """``prometheus`` on 127.0.0.1 with its config and TSDB under ``workdir``.
 
-    workdir: Path
-    kubeconfig: Path
-    scrape_interval: str = "2s"
-    rule_files: Sequence[Path] = ()
-    port: int | None = None
-    host: str = "127.0.0.1"
-    startup_timeout: float = 60.0
-    process: ManagedProcess | None = field(default=None, init=False)
+    ``PrometheusServer(workdir, kubeconfig=..., scrape_interval="2s", rule_files=())``.
+    """
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    kubeconfig: Path = field(kw_only=True)
+    scrape_interval: str = field(default="2s", kw_only=True)
+    rule_files: Sequence[Path] = field(default=(), kw_only=True)
 
     @property
     def config_path(self) -> Path:
@@ -169,11 +162,7 @@ class PrometheusServer(Component):
 
     def _start(self) -> None:
         binary = str(find_prometheus())
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.port:
-            ensure_port_free(self.port, self.host, what="Prometheus")
-        else:
-            self.port = free_port(self.host)
+        self._claim_port("Prometheus")
         argv = [
             binary,
             f"--config.file={self.write_config()}",
@@ -188,10 +177,7 @@ class PrometheusServer(Component):
         self.process.wait_until(self.ready, timeout=self.startup_timeout, what="ready (/-/ready)")
 
     def ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return http_ok(f"{self.url}/-/ready")
 
     def reload(self) -> None:
         """Rewrite the config and ask Prometheus to reload it (``--web.enable-lifecycle``)."""
@@ -209,14 +195,6 @@ class PrometheusServer(Component):
         resp = httpx.get(f"{self.url}/api/v1/targets", params={"state": "any"}, timeout=10)
         resp.raise_for_status()
         return dict(resp.json()["data"])
-
-    def check(self) -> None:
-        if self.process:
-            self.process.check_running()
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

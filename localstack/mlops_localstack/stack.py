@@ -129,12 +129,12 @@ class LocalStack(Component):
         self._write_state()
 
     def check(self) -> None:
-        if self.control_plane:
-            self.control_plane.check()
-        for proc in (self.mlflow.process if self.mlflow else None,
-                     self.prometheus.process if self.prometheus else None, self.operator):
-            if proc:
-                proc.check_running()
+        """Raise when a component has died."""
+        for component in (self.control_plane, self.mlflow, self.prometheus):
+            if component:
+                component.check()
+        if self.operator:
+            self.operator.check_running()
 
     def stop(self) -> None:
         if self.operator:

@@ -289,16 +289,24 @@ class ContainerProcesses:
                             f"{run.name} in pod {self.pod_name}", warning=True)
 
     def _probe(self, run: ContainerRun, pod: JSON) -> None:
-        now = time.time()
         view = run.view
         ports = named_ports(run.spec)
         cwd = self.dir / "work" / run.name
+
+        def due(kind: str) -> ProbeState | None:
+            state = run.probes.get(kind)
+            return state if state is not None and state.due(time.time()) else None
+
+        def check(state: ProbeState) -> tuple[bool, str]:
+            """Run the probe; (whether its result changed, the message)."""
+            ok, msg = run_probe(state.probe, pod_ip=self.ip or "", ports=ports, env=run.env,
+                                cwd=cwd)
+            return state.record(ok, time.time(), msg), msg
+
         startup = run.probes.get("startup")
         if startup is not None and not startup.result:
-            if startup.due(now):
-                ok, msg = run_probe(startup.probe, pod_ip=self.ip or "", ports=ports,
-                                    env=run.env, cwd=cwd)
-                startup.record(ok, time.time(), msg)
+            if due("startup"):
+                _, msg = check(startup)
                 if startup.result:
                     view.started = True
                     view.ready = "readiness" not in run.probes
@@ -308,19 +316,14 @@ class ContainerProcesses:
                 elif startup.failures >= int(startup.probe.get("failureThreshold") or 3):
                     self._kill_for_probe(run, pod, "Startup", msg)
             return
-        liveness = run.probes.get("liveness")
-        if liveness is not None and liveness.due(now):
-            ok, msg = run_probe(liveness.probe, pod_ip=self.ip or "", ports=ports, env=run.env,
-                                cwd=cwd)
-            liveness.record(ok, time.time(), msg)
+        if liveness := due("liveness"):
+            _, msg = check(liveness)
             if not liveness.result:
                 self._kill_for_probe(run, pod, "Liveness", msg)
                 return
-        readiness = run.probes.get("readiness")
-        if readiness is not None and readiness.due(now):
-            ok, msg = run_probe(readiness.probe, pod_ip=self.ip or "", ports=ports, env=run.env,
-                                cwd=cwd)
-            if readiness.record(ok, time.time(), msg) and not readiness.result:
+        if readiness := due("readiness"):
+            changed, msg = check(readiness)
+            if changed and not readiness.result:
                 self.host.event(pod, "Unhealthy", f"Readiness probe failed: {msg}", warning=True)
             view.ready = readiness.result
 
