@@ -31,7 +31,7 @@ from mlops_runtime.router.discovery import EndpointSliceDiscovery, current_names
 from mlops_runtime.router.metrics import RouterMetrics
 from mlops_runtime.router.settings import RouterSettings
 from mlops_runtime.router.state import ConfigSource, RouterState
-from mlops_runtime.router.upstream import UpstreamError, UpstreamPool
+from mlops_runtime.router.upstream import UpstreamError, UpstreamPool, UpstreamUnreached
 
 __all__ = ["ConfigSource", "Router", "RouterMetrics", "RouterState", "create_router"]
 
@@ -221,24 +221,39 @@ class Router:
                        target: str, headers: Headers, body: bytes) -> bool:  # fmt: skip
         """Send the request to an endpoint of ``variant`` and relay its answer; False on 502/503."""
         child = self.metrics.child
-        endpoint = state.targets[variant].pick()
+        targets = state.targets[variant]
+        endpoint = targets.pick()
         if endpoint is None:
             child(self.metrics.requests, variant, "503").inc()
             await _error(send, 503, f"variant {variant} has no ready endpoints")
             return False
-        try:
-            response = await self.pool.request(endpoint[0], endpoint[1], method, target,
-                                               headers, body)  # fmt: skip
-        except UpstreamError as exc:
-            child(self.metrics.errors, variant).inc()
-            child(self.metrics.requests, variant, "502").inc()
-            await _error(send, 502, f"variant {variant}: {exc}")
-            return False
+        tried = {endpoint}
+        while True:
+            try:
+                response = await self.pool.request(endpoint[0], endpoint[1], method, target,
+                                                   headers, body)  # fmt: skip
+                break
+            except UpstreamUnreached as exc:
+                # a pod going away (rolling update): another endpoint of the variant gets it
+                nxt = next((e for e in (targets.pick() for _ in targets.urls)
+                            if e is not None and e not in tried), None)
+                if nxt is None:
+                    return await self._upstream_failed(send, variant, exc)
+                tried.add(nxt)
+                endpoint = nxt
+            except UpstreamError as exc:
+                return await self._upstream_failed(send, variant, exc)
         out = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE]
         out.append((VARIANT_HEADER, variant.encode()))
         await _respond(send, response.status, response.body, out)
         child(self.metrics.requests, variant, str(response.status)).inc()
         return True
+
+    async def _upstream_failed(self, send: Send, variant: str, exc: Exception) -> bool:
+        self.metrics.child(self.metrics.errors, variant).inc()
+        self.metrics.child(self.metrics.requests, variant, "502").inc()
+        await _error(send, 502, f"variant {variant}: {exc}")
+        return False
 
     def _mirror(self, state: RouterState, name: str, method: str, target: str,
                 headers: Headers, body: bytes) -> None:  # fmt: skip

@@ -45,6 +45,11 @@ class UpstreamError(Exception):
     """The upstream could not be reached or returned a broken response."""
 
 
+class UpstreamUnreached(UpstreamError):
+    """Not a byte came back: the connection was refused or reset before any answer (a pod that
+    is going away). The router may send the request to another endpoint of the variant."""
+
+
 @dataclass(slots=True)
 class UpstreamResponse:
     """Status, end-to-end headers and body of an upstream response."""
@@ -136,7 +141,7 @@ class UpstreamPool:
                 loop.create_connection(_Connection, host, port), self.timeout_s
             )
         except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot connect to {host}:{port}: {exc}") from None
+            raise UpstreamUnreached(f"cannot connect to {host}:{port}: {exc}") from None
         return conn
 
     async def request(
@@ -164,9 +169,11 @@ class UpstreamPool:
             except TimeoutError:
                 conn._fail(UpstreamError("timeout"))
                 raise UpstreamError(f"{host}:{port} did not answer in {self.timeout_s}s") from None
-            except UpstreamError:
+            except UpstreamError as exc:
                 if reused and not conn.received_any and attempt == 0:
                     continue  # the server closed an idle connection as we reused it
+                if not conn.received_any and not isinstance(exc, UpstreamUnreached):
+                    raise UpstreamUnreached(str(exc)) from exc
                 raise
             if conn.keep_alive and not conn.closed and len(idle) < self.max_idle:
                 idle.append(conn)

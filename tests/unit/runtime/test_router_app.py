@@ -262,3 +262,27 @@ async def test_service_endpoints_are_discovered_and_refreshed(tmp_path: Path) ->
 async def test_local_endpoints(tmp_path: Path, path: str) -> None:
     async with router_for(tmp_path / "none.json") as router:
         assert (await call(router, path))[0] == 200
+
+
+async def test_a_dead_endpoint_is_skipped_for_another_endpoint_of_the_variant(
+    tmp_path: Path,
+) -> None:
+    """A pod going away (refused connection) must not fail requests while the variant has
+    another endpoint; with no live endpoint left the client gets a 502 naming the variant."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    async with serving(Upstream("a")) as a:
+        cfg = tmp_path / "r.json"
+        cfg.write_text(json.dumps({"variants": [{"name": "a", "weight": 100, "endpoints": [
+            f"http://127.0.0.1:{dead}", f"http://127.0.0.1:{a.port}"]}]}))
+        async with router_for(cfg) as router:
+            statuses = Counter([(await call(router))[0] for _ in range(20)])
+            assert statuses == {200: 20} and len(a.bodies) == 20
+        cfg.write_text(json.dumps({"variants": [{"name": "a", "weight": 100, "endpoints": [
+            f"http://127.0.0.1:{dead}"]}]}))
+        async with router_for(cfg) as router:
+            status, _, body = await call(router)
+            assert status == 502 and b"variant a" in body and b"cannot connect" in body
