@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import socket
 import uuid
@@ -37,6 +38,28 @@ def _boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+def node_labels(name: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The labels a kubelet puts on its Node, plus ours (``extra`` wins)."""
+    return {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": platform.system().lower(),
+        "kubernetes.io/arch": ARCH,
+        "node.kubernetes.io/instance-type": "mlops-local",
+        "mlops.dev/local-node": "true",
+        **(extra or {}),
+    }
+
+
+def default_capacity() -> dict[str, str]:
+    """This machine's CPUs and memory, 110 pods, 100Gi ephemeral storage."""
+    return {
+        "cpu": str(os.cpu_count() or 1),
+        "memory": f"{memory_bytes() // 1024}Ki",
+        "pods": "110",
+        "ephemeral-storage": "100Gi",
+    }
 
 
 def node_manifest(name: str, labels: Mapping[str, str]) -> JSON:

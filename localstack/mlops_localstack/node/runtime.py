@@ -328,3 +328,30 @@ class ProbeState:
 
 def now() -> float:
     return time.time()
+
+
+def newest_pod_dir(pods_dir: Path, namespace: str, pod: str) -> Path | None:
+    """The newest directory of pod ``namespace/pod`` under ``pods_dir`` (one per pod UID)."""
+    dirs = sorted(pods_dir.glob(f"{namespace}_{pod}_*"), key=lambda p: p.stat().st_mtime)
+    return dirs[-1] if dirs else None
+
+
+def container_log(pod_dir: Path, container: str | None = None, tail: int | None = None) -> str:
+    """A container's log in ``pod_dir`` (the first container's by default), optionally tailed."""
+    if container is None:
+        try:
+            spec = json.loads((pod_dir / "pod.json").read_text())["spec"]
+            container = spec["containers"][0]["name"]
+        except (OSError, KeyError, IndexError, ValueError):
+            logs = sorted(pod_dir.glob("*.log"))
+            if not logs:
+                return ""
+            container = logs[0].stem
+    path = pod_dir / f"{container}.log"
+    if not path.exists():
+        return ""
+    text = path.read_text(errors="replace")
+    if tail is not None:
+        lines = text.splitlines(keepends=True)
+        text = "".join(lines[-tail:]) if tail > 0 else ""
+    return text

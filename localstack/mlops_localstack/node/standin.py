@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
 import random
 import threading
 import time
@@ -18,8 +16,19 @@ from kubernetes import client
 from .api import JSON, ApiException, PodWatch, WatchExpired, connect, raw
 from .host import NodeSettings, PodHost
 from .ipam import IPAllocator, PodAddresses
-from .registration import ARCH, NodeRegistration, memory_bytes, node_selector_matches
-from .runtime import DEFAULT_IMAGE_ENTRYPOINTS, ImageEntrypoint, entrypoints_from_env
+from .registration import (
+    NodeRegistration,
+    default_capacity,
+    node_labels,
+    node_selector_matches,
+)
+from .runtime import (
+    DEFAULT_IMAGE_ENTRYPOINTS,
+    ImageEntrypoint,
+    container_log,
+    entrypoints_from_env,
+    newest_pod_dir,
+)
 from .worker import PodWorker
 
 log = logging.getLogger("mlops_localstack.node")
@@ -62,20 +71,8 @@ class NodeStandIn:
         self.host_ip = "127.0.0.1"
         self.strict_node_selector = strict_node_selector
         self.heartbeat_interval = heartbeat_interval
-        self.labels = {
-            "kubernetes.io/hostname": name,
-            "kubernetes.io/os": platform.system().lower(),
-            "kubernetes.io/arch": ARCH,
-            "node.kubernetes.io/instance-type": "mlops-local",
-            "mlops.dev/local-node": "true",
-            **(labels or {}),
-        }
-        self.capacity = dict(capacity or {
-            "cpu": str(os.cpu_count() or 1),
-            "memory": f"{memory_bytes() // 1024}Ki",
-            "pods": "110",
-            "ephemeral-storage": "100Gi",
-        })
+        self.labels = node_labels(name, labels)
+        self.capacity = dict(capacity or default_capacity())
         prefix = Path(python_prefix or sys.prefix).absolute()
         self.settings = NodeSettings(
             name=name, workdir=self.workdir, host_ip=self.host_ip, python_prefix=prefix,
@@ -205,8 +202,7 @@ class NodeStandIn:
     # -- helpers for tests and the CLI ----------------------------------------------------------
     def pod_dir(self, namespace: str, pod: str) -> Path | None:
         """The newest local directory of pod ``namespace/pod`` (logs, volumes, work dirs)."""
-        dirs = sorted(self.pods_dir.glob(f"{namespace}_{pod}_*"), key=lambda p: p.stat().st_mtime)
-        return dirs[-1] if dirs else None
+        return newest_pod_dir(self.pods_dir, namespace, pod)
 
     def logs(
         self, namespace: str, pod: str, container: str | None = None, tail: int | None = None
@@ -215,23 +211,7 @@ class NodeStandIn:
         pdir = self.pod_dir(namespace, pod)
         if pdir is None:
             raise FileNotFoundError(f"no pod {namespace}/{pod} ran on node {self.name}")
-        if container is None:
-            try:
-                spec = json.loads((pdir / "pod.json").read_text())["spec"]
-                container = spec["containers"][0]["name"]
-            except (OSError, KeyError, IndexError, ValueError):
-                logs = sorted(pdir.glob("*.log"))
-                if not logs:
-                    return ""
-                container = logs[0].stem
-        path = pdir / f"{container}.log"
-        if not path.exists():
-            return ""
-        text = path.read_text(errors="replace")
-        if tail is not None:
-            lines = text.splitlines(keepends=True)
-            text = "".join(lines[-tail:]) if tail > 0 else ""
-        return text
+        return container_log(pdir, container, tail)
 
     def running_pids(self) -> dict[str, list[int]]:
         """``namespace/name`` → pids of the pod's live container processes."""
