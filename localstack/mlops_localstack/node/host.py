@@ -1,8 +1,9 @@
 """What a pod worker is handed by its node: settings, the API for its pod, addresses, events.
 
-The worker never sees the :class:`~.standin.NodeStandIn`; it gets a :class:`PodHost`, so the
-stand-in (registration, watch, binding) and the worker (one pod's life) depend on this module,
-not on each other.
+The worker never sees the :class:`~.standin.NodeStandIn`; it gets a :class:`PodHost` (the
+interface, which a test can fake) — in the stand-in an :class:`ApiPodHost` — so the stand-in
+(registration, watch, binding) and the worker (one pod's life) depend on this module, not on
+each other.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from kubernetes import client
 
@@ -43,8 +45,28 @@ class NodeSettings:
         return self.workdir / "pods"
 
 
-class PodHost:
-    """The node's services for its pod workers (thread-safe)."""
+class PodHost(Protocol):
+    """Everything a pod worker uses of its node."""
+
+    settings: NodeSettings
+    endpoint: Endpoint
+    #: set when the node stops: workers stop starting and restarting containers
+    stopping: threading.Event
+    #: the cluster CA, for service-account volumes when the API server's CA file is missing
+    ca_bytes: bytes | None
+
+    def lookup(self, kind: str, namespace: str, name: str) -> JSON | None: ...
+    def request_token(self, pod: JSON, audience: str | None, expiration: int) -> str: ...
+    def event(self, pod: JSON, reason: str, message: str, warning: bool = False) -> None: ...
+    def read_pod(self, namespace: str, name: str) -> JSON | None: ...
+    def patch_pod_status(self, namespace: str, name: str, body: JSON) -> JSON: ...
+    def delete_pod_now(self, pod: JSON) -> None: ...
+    def allocate_ip(self, uid: str, previous: str | None) -> str: ...
+    def finished(self, uid: str) -> None: ...
+
+
+class ApiPodHost:
+    """The stand-in's :class:`PodHost`: the API server, the node's addresses (thread-safe)."""
 
     def __init__(
         self, settings: NodeSettings, api: client.ApiClient, endpoint: Endpoint,

@@ -14,7 +14,7 @@ from types import TracebackType
 from kubernetes import client
 
 from .api import JSON, ApiException, PodWatch, WatchExpired, connect, raw
-from .host import NodeSettings, PodHost
+from .host import ApiPodHost, NodeSettings
 from .ipam import IPAllocator, PodAddresses
 from .registration import (
     NodeRegistration,
@@ -100,7 +100,7 @@ class NodeStandIn:
         self._bind_attempts: dict[str, float] = {}
         self._warned_selector: set[str] = set()
         self.api: client.ApiClient | None = None
-        self.host: PodHost = None  # type: ignore[assignment]  # set by start()
+        self.host: ApiPodHost = None  # type: ignore[assignment]  # set by start()
         self.registration: NodeRegistration = None  # type: ignore[assignment]
         self.pod_watch: PodWatch = None  # type: ignore[assignment]
 
@@ -119,7 +119,7 @@ class NodeStandIn:
             return self
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         self.api, endpoint = connect(self.kubeconfig)
-        self.host = PodHost(self.settings, self.api, endpoint, self.addresses, self._stopping,
+        self.host = ApiPodHost(self.settings, self.api, endpoint, self.addresses, self._stopping,
                             on_finished=self._worker_finished)
         self.registration = NodeRegistration(self.api, self.name, self.labels, self.capacity,
                                              self.host_ip)
