@@ -31,7 +31,12 @@ from mlops_runtime.router.discovery import EndpointSliceDiscovery, current_names
 from mlops_runtime.router.metrics import RouterMetrics
 from mlops_runtime.router.settings import RouterSettings
 from mlops_runtime.router.state import ConfigSource, RouterState
-from mlops_runtime.router.upstream import UpstreamError, UpstreamPool, UpstreamUnreached
+from mlops_runtime.router.upstream import (
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamUnreached,
+)
 
 __all__ = ["ConfigSource", "Router", "RouterMetrics", "RouterState", "create_router"]
 
@@ -51,6 +56,14 @@ async def _respond(send: Send, status: int, body: bytes, headers: Headers | None
     await send({"type": "http.response.start", "status": status,
                 "headers": headers if headers is not None else _JSON})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
+
+
+class _NoAnswer(Exception):
+    """No endpoint of a variant answered: the status and message the client would get."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 async def _error(send: Send, status: int, message: str) -> None:
@@ -213,47 +226,55 @@ class Router:
         method = scope["method"]
         if state.config.mirror is not None:
             self._mirror(state, state.config.mirror.name, method, target_str, headers, body)
-        if await self._forward(send, state, variant, method, target_str, headers, body):
-            elapsed = time.perf_counter() - started
-            self.metrics.child(self.metrics.latency, variant).observe(elapsed)
+        tried: set[str] = set()
+        while True:
+            tried.add(variant)
+            try:
+                response = await self._exchange(state, variant, method, target_str, headers,
+                                                body)
+            except _NoAnswer as exc:
+                # the variant has no endpoint left (a canary being added or removed): another
+                # variant answers rather than the client getting an error
+                fallback = state.fallback(tried)
+                if fallback is not None:
+                    variant = fallback
+                    continue
+                await _error(send, exc.status, exc.message)
+                return
+            break
+        out = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE]
+        out.append((VARIANT_HEADER, variant.encode()))
+        await _respond(send, response.status, response.body, out)
+        child = self.metrics.child
+        child(self.metrics.requests, variant, str(response.status)).inc()
+        child(self.metrics.latency, variant).observe(time.perf_counter() - started)
 
-    async def _forward(self, send: Send, state: RouterState, variant: str, method: str,
-                       target: str, headers: Headers, body: bytes) -> bool:  # fmt: skip
-        """Send the request to an endpoint of ``variant`` and relay its answer; False on 502/503."""
+    async def _exchange(self, state: RouterState, variant: str, method: str, target: str,
+                        headers: Headers, body: bytes) -> UpstreamResponse:  # fmt: skip
+        """The answer of an endpoint of ``variant``; an endpoint that refuses or resets before
+        answering (a pod going away) is replaced by another endpoint of the variant."""
         child = self.metrics.child
         targets = state.targets[variant]
         endpoint = targets.pick()
         if endpoint is None:
             child(self.metrics.requests, variant, "503").inc()
-            await _error(send, 503, f"variant {variant} has no ready endpoints")
-            return False
+            raise _NoAnswer(503, f"variant {variant} has no ready endpoints")
         tried = {endpoint}
         while True:
             try:
-                response = await self.pool.request(endpoint[0], endpoint[1], method, target,
-                                                   headers, body)  # fmt: skip
-                break
-            except UpstreamUnreached as exc:
-                # a pod going away (rolling update): another endpoint of the variant gets it
-                nxt = next((e for e in (targets.pick() for _ in targets.urls)
-                            if e is not None and e not in tried), None)
+                return await self.pool.request(endpoint[0], endpoint[1], method, target,
+                                               headers, body)  # fmt: skip
+            except UpstreamError as exc:
+                nxt = None
+                if isinstance(exc, UpstreamUnreached):
+                    nxt = next((e for e in (targets.pick() for _ in targets.urls)
+                                if e is not None and e not in tried), None)
                 if nxt is None:
-                    return await self._upstream_failed(send, variant, exc)
+                    child(self.metrics.errors, variant).inc()
+                    child(self.metrics.requests, variant, "502").inc()
+                    raise _NoAnswer(502, f"variant {variant}: {exc}") from exc
                 tried.add(nxt)
                 endpoint = nxt
-            except UpstreamError as exc:
-                return await self._upstream_failed(send, variant, exc)
-        out = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE]
-        out.append((VARIANT_HEADER, variant.encode()))
-        await _respond(send, response.status, response.body, out)
-        child(self.metrics.requests, variant, str(response.status)).inc()
-        return True
-
-    async def _upstream_failed(self, send: Send, variant: str, exc: Exception) -> bool:
-        self.metrics.child(self.metrics.errors, variant).inc()
-        self.metrics.child(self.metrics.requests, variant, "502").inc()
-        await _error(send, 502, f"variant {variant}: {exc}")
-        return False
 
     def _mirror(self, state: RouterState, name: str, method: str, target: str,
                 headers: Headers, body: bytes) -> None:  # fmt: skip

@@ -66,6 +66,12 @@ class RouterState:
             return sticky_choice(sticky_key, self.weights)
         return self.splitter.next()
 
+    def fallback(self, exclude: set[str]) -> str | None:
+        """The heaviest variant outside ``exclude`` that has endpoints (None: there is none)."""
+        ready = [v for v in self.config.variants
+                 if v.name not in exclude and self.targets[v.name].urls]
+        return max(ready, key=lambda v: v.weight).name if ready else None
+
     def sticky_key(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         """The value of the configured sticky header in ``headers``, if any."""
         if not self.config.sticky_header:

@@ -286,3 +286,36 @@ async def test_a_dead_endpoint_is_skipped_for_another_endpoint_of_the_variant(
         async with router_for(cfg) as router:
             status, _, body = await call(router)
             assert status == 502 and b"variant a" in body and b"cannot connect" in body
+
+
+async def test_a_variant_without_a_live_endpoint_is_answered_by_another_variant(
+    tmp_path: Path,
+) -> None:
+    """A canary whose pods are not there (yet, or any more) must not fail client requests while
+    another variant can answer; only when no variant can is the answer an error."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    async with serving(Upstream("stable")) as stable:
+        cfg = tmp_path / "r.json"
+        cfg.write_text(json.dumps({"variants": [
+            {"name": "stable", "weight": 50, "endpoints": [f"http://127.0.0.1:{stable.port}"]},
+            {"name": "gone", "weight": 40, "endpoints": [f"http://127.0.0.1:{dead}"]},
+            {"name": "empty", "weight": 10, "endpoints": []},
+        ]}))
+        async with router_for(cfg) as router:
+            answers = [await call(router) for _ in range(40)]
+            assert Counter(status for status, _, _ in answers) == {200: 40}
+            assert {h[b"x-mlops-variant"] for _, h, _ in answers} == {b"stable"}
+            assert len(stable.bodies) == 40
+        cfg.write_text(json.dumps({"variants": [
+            {"name": "gone", "weight": 60, "endpoints": [f"http://127.0.0.1:{dead}"]},
+            {"name": "empty", "weight": 40, "endpoints": []},
+        ]}))
+        async with router_for(cfg) as router:
+            # every path ends at the variant with an endpoint that refuses: a 502 naming it
+            answers = [await call(router) for _ in range(10)]
+            assert {status for status, _, _ in answers} == {502}
+            assert all(b"variant gone" in body for _, _, body in answers)
