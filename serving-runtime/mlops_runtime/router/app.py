@@ -87,6 +87,7 @@ class Router:
         self.pool = UpstreamPool(timeout_s=settings.upstream_timeout_s)
         self.state: RouterState | None = None
         self.mirror_in_flight = 0
+        self._rediscovery: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._mirror_tasks: set[asyncio.Task[None]] = set()
 
@@ -120,6 +121,18 @@ class Router:
             return False
         await self.discover_once()
         return True
+
+    @staticmethod
+    def _untried(targets: Any, tried: set[tuple[str, int]]) -> tuple[str, int] | None:
+        return next((e for e in (targets.pick() for _ in targets.urls)
+                     if e is not None and e not in tried), None)
+
+    async def _rediscover(self) -> None:
+        """One discovery now, shared by every request that waits for it."""
+        task = self._rediscovery
+        if task is None or task.done():
+            task = self._rediscovery = asyncio.ensure_future(self.discover_once())
+        await asyncio.shield(task)
 
     async def discover_once(self) -> None:
         """Refresh the endpoints of every Service-backed upstream."""
@@ -260,6 +273,7 @@ class Router:
             child(self.metrics.requests, variant, "503").inc()
             raise _NoAnswer(503, f"variant {variant} has no ready endpoints")
         tried = {endpoint}
+        rediscovered = False
         while True:
             try:
                 return await self.pool.request(endpoint[0], endpoint[1], method, target,
@@ -267,8 +281,13 @@ class Router:
             except UpstreamError as exc:
                 nxt = None
                 if isinstance(exc, UpstreamUnreached):
-                    nxt = next((e for e in (targets.pick() for _ in targets.urls)
-                                if e is not None and e not in tried), None)
+                    nxt = self._untried(targets, tried)
+                    if nxt is None and not rediscovered:
+                        # every known endpoint is gone: the pods that replaced them are not
+                        # known yet (a rolling update outpacing discovery); look once more
+                        rediscovered = True
+                        await self._rediscover()
+                        nxt = self._untried(state.targets.get(variant, targets), tried)
                 if nxt is None:
                     child(self.metrics.errors, variant).inc()
                     child(self.metrics.requests, variant, "502").inc()

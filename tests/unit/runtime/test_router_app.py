@@ -319,3 +319,36 @@ async def test_a_variant_without_a_live_endpoint_is_answered_by_another_variant(
             answers = [await call(router) for _ in range(10)]
             assert {status for status, _, _ in answers} == {502}
             assert all(b"variant gone" in body for _, _, body in answers)
+
+
+async def test_when_every_known_endpoint_is_gone_the_router_rediscovers_before_failing(
+    tmp_path: Path,
+) -> None:
+    """The pods of a rolling update replaced faster than discovery polls: one discovery on the
+    spot finds the new pod and the request is answered."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    async with serving(Upstream("new")) as new:
+        cfg = tmp_path / "r.json"
+        cfg.write_text(json.dumps({"variants": [
+            {"name": "a", "weight": 100, "service": "a", "port": 8080}]}))
+
+        class Discovery:  # the Service's endpoints: the old pod, then (rediscovered) the new one
+            calls = 0
+
+            def endpoints(self, namespace: str, service: str, port: object) -> list[str]:
+                Discovery.calls += 1
+                url = dead if Discovery.calls == 1 else new.port
+                return [f"http://127.0.0.1:{url}"]
+
+        router = Router(RouterSettings(config=str(cfg), reload_interval_s=3600,
+                                       discovery_interval_s=3600), discovery=Discovery())
+        await router.startup()
+        try:
+            status, _, _ = await call(router)
+            assert status == 200 and len(new.bodies) == 1 and Discovery.calls >= 2
+        finally:
+            await router.shutdown()
