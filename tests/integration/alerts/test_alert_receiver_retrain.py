@@ -180,3 +180,48 @@ def test_an_alert_matched_by_the_model_label(
     [result] = resp.json()["results"]
     assert result["action"] == "created" and result["deployment"] == f"{namespace}/iris"
     assert len(trainingruns()) == 1
+
+
+class _DiesAfterCreating(BaseException):
+    """Stands for the process dying between the create and the answer (not an Exception, so
+    nothing in the receiver handles it)."""
+
+
+def test_a_receiver_that_dies_after_creating_leaves_one_run_for_the_resend(
+    make_deployment: Callable[..., dict], namespace: str, kube_on_cluster: None,
+    trainingruns: Callable[[], list[dict]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Alertmanager gets no answer and sends again, to a restarted receiver with no memory:
+    the deterministic name finds the first run."""
+    from alerthelpers import ReceiverThread as Thread
+
+    from mlops_localstack.procs import free_port
+    from mlops_operator.alerts import ReceiverConfig
+    from mlops_operator.alerts.service import Retrainer
+
+    make_deployment(cooldown="1h")
+    body = notification(alert(namespace))
+
+    def die(self: Retrainer, *args: object, **kwargs: object) -> None:
+        raise _DiesAfterCreating
+
+    config = ReceiverConfig(port=free_port(), host="127.0.0.1", token=TOKEN,
+                            namespaces=(namespace,))
+    with monkeypatch.context() as patch:
+        patch.setattr(Retrainer, "_event", die)  # the first thing after the create
+        first = Thread(config).start()
+        try:
+            with pytest.raises(httpx.HTTPError):
+                post(first.url, body)  # the connection drops: no answer
+        finally:
+            first.stop()
+    assert len(trainingruns()) == 1
+
+    restarted = Thread(ReceiverConfig(port=free_port(), host="127.0.0.1", token=TOKEN,
+                                      namespaces=(namespace,))).start()
+    try:
+        result = post(restarted.url, body).json()["results"][0]
+    finally:
+        restarted.stop()
+    assert (result["action"], result["reason"]) == ("skipped", "duplicate")
+    assert [t["metadata"]["name"] for t in trainingruns()] == [result["trainingRun"]]
