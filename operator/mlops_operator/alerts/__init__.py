@@ -11,7 +11,7 @@ See docs/closed-loop.md.
 """
 
 from .payload import Alert, Notification, PayloadError, parse_notification
-from .retrain import build_retrain_trainingrun, decide, last_retrain
+from .retrain import build_retrain_trainingrun, decide, deployment_selector, last_retrain
 from .server import PATH, ReceiverConfig, ReceiverHandle, create_app, start_receiver, stop_receiver
 from .service import Retrainer
 
@@ -26,6 +26,7 @@ __all__ = [
     "build_retrain_trainingrun",
     "create_app",
     "decide",
+    "deployment_selector",
     "last_retrain",
     "parse_notification",
     "start_receiver",
