@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -127,8 +128,9 @@ def pod_scrape_config(kubeconfig: Path, job: str = "kubernetes-pods") -> dict[st
 
 def prometheus_config(
     kubeconfig: Path, scrape_interval: str = "2s", rule_files: Sequence[Path] = (),
+    alertmanager_url: str | None = None,
 ) -> dict[str, Any]:
-    """The whole ``prometheus.yml``."""
+    """The whole ``prometheus.yml`` (alerts go to ``alertmanager_url`` when given)."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
                    "scrape_timeout": scrape_interval},
@@ -136,6 +138,13 @@ def prometheus_config(
     }
     if rule_files:
         config["rule_files"] = [str(p) for p in rule_files]
+    if alertmanager_url:
+        target = urlsplit(alertmanager_url)
+        config["alerting"] = {"alertmanagers": [{
+            "scheme": target.scheme or "http",
+            "path_prefix": target.path.rstrip("/") or "/",
+            "static_configs": [{"targets": [target.netloc]}],
+        }]}
     return config
 
 
@@ -143,12 +152,14 @@ def prometheus_config(
 class PrometheusServer(LoopbackServer):
     """``prometheus`` on 127.0.0.1 with its config and TSDB under ``workdir``.
 
-    ``PrometheusServer(workdir, kubeconfig=..., scrape_interval="2s", rule_files=())``.
+    ``PrometheusServer(workdir, kubeconfig=..., scrape_interval="2s", rule_files=(),
+    alertmanager_url=None)``.
     """
 
     kubeconfig: Path = field(kw_only=True)
     scrape_interval: str = field(default="2s", kw_only=True)
     rule_files: Sequence[Path] = field(default=(), kw_only=True)
+    alertmanager_url: str | None = field(default=None, kw_only=True)
 
     @property
     def config_path(self) -> Path:
@@ -156,7 +167,7 @@ class PrometheusServer(LoopbackServer):
 
     def write_config(self) -> Path:
         config = prometheus_config(Path(self.kubeconfig).absolute(), self.scrape_interval,
-                                   self.rule_files)
+                                   self.rule_files, self.alertmanager_url)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return self.config_path
 

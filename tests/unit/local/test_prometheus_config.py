@@ -48,3 +48,11 @@ def test_a_build_with_kubernetes_sd_is_taken(tmp_path: Path, monkeypatch: pytest
     upstream.chmod(0o755)
     monkeypatch.setenv("MLOPS_PROMETHEUS_BIN", str(upstream))
     assert find_prometheus() == upstream
+
+
+def test_alerts_go_to_the_alertmanager_given() -> None:
+    assert "alerting" not in prometheus_config(Path("/k"))
+    config = prometheus_config(Path("/k"), alertmanager_url="http://127.0.0.1:9093")
+    assert config["alerting"] == {"alertmanagers": [{
+        "scheme": "http", "path_prefix": "/",
+        "static_configs": [{"targets": ["127.0.0.1:9093"]}]}]}
