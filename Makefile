@@ -20,10 +20,11 @@ $(VENV)/.installed: pyproject.toml localstack/pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# etcd, kube-apiserver, kube-controller-manager, kubectl: found, or built once from the Go
-# module proxy into ~/.cache/mlops-operator/k8s/<version>/
+# etcd, kube-apiserver, kube-controller-manager, kubectl, and Prometheus with Kubernetes service
+# discovery: found, or built once from the Go module proxy into ~/.cache/mlops-operator/
 binaries: install
 	$(BIN)/mlops-operator local build
+	$(BIN)/python -m mlops_localstack.prometheus build
 
 # helm, for linting and rendering the chart in the tests (built from the Go module proxy)
 $(HELM):

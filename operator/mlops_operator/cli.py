@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
             a.add_argument("--no-operator", action="store_true")
             a.add_argument("--no-mlflow", action="store_true")
             a.add_argument("--no-node", action="store_true")
+            a.add_argument("--no-prometheus", action="store_true")
     return p
 
 
@@ -67,11 +68,13 @@ def _local(args: argparse.Namespace) -> int:
         if args.action == "up":
             extra = [f for f, on in (("--no-operator", args.no_operator),
                                      ("--no-mlflow", args.no_mlflow),
-                                     ("--no-node", args.no_node)) if on]
+                                     ("--no-node", args.no_node),
+                                     ("--no-prometheus", args.no_prometheus)) if on]
             if args.foreground:
                 st = stack.LocalStack(state_dir, with_node=not args.no_node,
                                       with_mlflow=not args.no_mlflow,
-                                      with_operator=not args.no_operator)
+                                      with_operator=not args.no_operator,
+                                      with_prometheus=not args.no_prometheus)
                 st.run_forever()
                 return 0
             state = stack.up_detached(state_dir, extra)
@@ -83,6 +86,8 @@ def _local(args: argparse.Namespace) -> int:
                 print(f"  alias kubectl={state['kubectl']}")
             if state.get("mlflowTrackingUri"):
                 print(f"  export MLFLOW_TRACKING_URI={state['mlflowTrackingUri']}")
+            if state.get("prometheusUrl"):
+                print(f"  export MLOPS_PROMETHEUS_URL={state['prometheusUrl']}")
             print("\nstop it with: mlops-operator local down")
             return 0
         if args.action == "down":
