@@ -38,7 +38,7 @@ import re
 from typing import Any, Literal
 
 from ..api import ModelDeploymentSpec
-from ..api.modeldeployment import Autoscaling, Variant
+from ..api.modeldeployment import Variant
 from .common import (
     LABEL_COMPONENT,
     LABEL_DEPLOYMENT,
@@ -198,11 +198,11 @@ def child_metadata(
 # -- pods --------------------------------------------------------------------------------------
 
 
-def _env(name: str, value: str) -> dict[str, Any]:
+def env_var(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value}
 
 
-def _field_env(name: str, path: str) -> dict[str, Any]:
+def field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
@@ -229,7 +229,7 @@ def pod_security_context() -> dict[str, Any]:
     return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def _container(
+def container_spec(
     name: str,
     image: str,
     command: tuple[str, ...],
@@ -252,7 +252,7 @@ def _container(
     }
 
 
-def _pod_spec(container: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def pod_spec(container: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "containers": [container],
         "securityContext": pod_security_context(),
@@ -262,7 +262,7 @@ def _pod_spec(container: dict[str, Any], **extra: Any) -> dict[str, Any]:
     }
 
 
-def _deployment(
+def deployment_manifest(
     metadata: dict[str, Any],
     selector: dict[str, str],
     template_labels: dict[str, str],
@@ -293,12 +293,12 @@ def server_env(
 ) -> list[dict[str, Any]]:
     """The model server's env: what ``mlops-runtime serve`` reads, then the user's own env."""
     env = [
-        _env("MLOPS_RUNTIME_MODEL_URI", pinned_model_uri(spec.model, version)),
-        _env("MLOPS_RUNTIME_MODEL_NAME", spec.model),
-        _env("MLOPS_RUNTIME_VARIANT", variant),
-        _env("MLOPS_RUNTIME_PORT", str(spec.runtime.port)),
-        _field_env("MLOPS_RUNTIME_HOST", "status.podIP"),
-        _env("MLFLOW_TRACKING_URI", tracking_uri),
+        env_var("MLOPS_RUNTIME_MODEL_URI", pinned_model_uri(spec.model, version)),
+        env_var("MLOPS_RUNTIME_MODEL_NAME", spec.model),
+        env_var("MLOPS_RUNTIME_VARIANT", variant),
+        env_var("MLOPS_RUNTIME_PORT", str(spec.runtime.port)),
+        field_env("MLOPS_RUNTIME_HOST", "status.podIP"),
+        env_var("MLFLOW_TRACKING_URI", tracking_uri),
     ]
     own = {e["name"] for e in env}
     for var in spec.runtime.env or []:
@@ -342,7 +342,7 @@ def build_variant_deployment(
     find_variant(spec, variant)
     runtime = spec.runtime
     labels = server_labels(md_name, spec.model, variant, version, role)
-    container = _container(
+    container = container_spec(
         SERVER_CONTAINER,
         runtime.image or default_image,
         SERVER_COMMAND,
@@ -357,13 +357,13 @@ def build_variant_deployment(
         container["resources"] = runtime.resources.to_k8s()
     metadata = child_metadata(variant_name(md_name, variant, role), namespace, uid, md_name, labels)
     metadata["annotations"] = {"mlops.dev/model-uri": pinned_model_uri(spec.model, version)}
-    return _deployment(
+    return deployment_manifest(
         metadata,
         server_selector(md_name, variant, role),
         labels,
         scrape_annotations(runtime.port),
         # model servers never talk to the Kubernetes API
-        _pod_spec(container, automountServiceAccountToken=False),
+        pod_spec(container, automountServiceAccountToken=False),
         server_replicas(spec, variant, replicas),
     )
 
@@ -411,193 +411,6 @@ def build_variant_service(
         selector,
         spec.runtime.port,
     )
-
-
-def _quantity(value: float) -> str:
-    """A Kubernetes quantity for ``value`` (milli-units when it is not an integer)."""
-    milli = round(value * 1000)
-    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
-
-
-def hpa_metrics(autoscaling: Autoscaling) -> list[dict[str, Any]]:
-    """The HPA's metrics: CPU utilization and/or requests per second per pod."""
-    metrics: list[dict[str, Any]] = []
-    if autoscaling.target_cpu_utilization_percentage is not None:
-        metrics.append(
-            {
-                "type": "Resource",
-                "resource": {
-                    "name": "cpu",
-                    "target": {
-                        "type": "Utilization",
-                        "averageUtilization": autoscaling.target_cpu_utilization_percentage,
-                    },
-                },
-            }
-        )
-    if autoscaling.target_requests_per_second is not None:
-        metrics.append(
-            {
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": RPS_METRIC},
-                    "target": {
-                        "type": "AverageValue",
-                        "averageValue": _quantity(autoscaling.target_requests_per_second),
-                    },
-                },
-            }
-        )
-    return metrics
-
-
-def build_hpa(
-    md_name: str,
-    namespace: str,
-    uid: str,
-    spec: ModelDeploymentSpec,
-    variant: str,
-    role: Role = "stable",
-) -> dict[str, Any] | None:
-    """The ``autoscaling/v2`` HPA of one variant Deployment, or ``None`` without autoscaling.
-
-    ``minReplicas`` is at least 1: 0 needs the ``HPAScaleToZero`` feature gate, which the
-    apiserver rejects otherwise.
-    """
-    autoscaling = spec.runtime.autoscaling
-    if autoscaling is None:
-        return None
-    find_variant(spec, variant)
-    name = variant_name(md_name, variant, role)
-    labels = {**md_labels(md_name, spec.model), **server_selector(md_name, variant, role)}
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": child_metadata(name, namespace, uid, md_name, labels),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": max(1, autoscaling.min_replicas),
-            "maxReplicas": autoscaling.max_replicas,
-            "metrics": hpa_metrics(autoscaling),
-        },
-    }
-
-
-# -- router (traffic.router: builtin) ----------------------------------------------------------
-
-
-def router_labels(md_name: str, model: str) -> dict[str, str]:
-    """Labels of the router's objects and pods."""
-    return {**md_labels(md_name, model), LABEL_COMPONENT: COMPONENT_ROUTER}
-
-
-def router_env(md_name: str, namespace: str, spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
-    """What ``mlops-runtime router`` reads: its ConfigMap (re-read every second through the
-    API, so a new split applies within seconds and without a restart), namespace, address."""
-    return [
-        _env("MLOPS_ROUTER_CONFIGMAP", f"{namespace}/{router_name(md_name)}"),
-        _env("MLOPS_ROUTER_CONFIGMAP_KEY", ROUTER_CONFIG_KEY),
-        _field_env("MLOPS_ROUTER_NAMESPACE", "metadata.namespace"),
-        _field_env("MLOPS_ROUTER_HOST", "status.podIP"),
-        _env("MLOPS_ROUTER_PORT", str(spec.runtime.port)),
-    ]
-
-
-def build_router_deployment(
-    md_name: str,
-    namespace: str,
-    uid: str,
-    spec: ModelDeploymentSpec,
-    *,
-    default_image: str,
-    replicas: int = 1,
-) -> dict[str, Any]:
-    """The router Deployment ``<md>-router`` (same image, security and rollout as the servers).
-
-    It runs as the ServiceAccount of :func:`build_router_rbac`, which may read its ConfigMap and
-    discover the variant Services' endpoints.
-    """
-    labels = router_labels(md_name, spec.model)
-    name = router_name(md_name)
-    container = _container(
-        ROUTER_CONTAINER,
-        spec.runtime.image or default_image,
-        ROUTER_COMMAND,
-        spec.runtime.port,
-        router_env(md_name, namespace, spec),
-        ROUTER_READY_PATH,
-        ROUTER_LIVE_PATH,
-    )
-    return _deployment(
-        child_metadata(name, namespace, uid, md_name, labels),
-        router_selector(md_name),
-        labels,
-        scrape_annotations(spec.runtime.port),
-        _pod_spec(container, serviceAccountName=name),
-        replicas,
-    )
-
-
-def build_router_service(
-    md_name: str, namespace: str, uid: str, spec: ModelDeploymentSpec
-) -> dict[str, Any]:
-    """The entry Service ``<md>`` over the router's pods (``builtin`` mode)."""
-    return service_manifest(
-        entry_service_name(md_name),
-        namespace,
-        uid,
-        md_name,
-        router_labels(md_name, spec.model),
-        router_selector(md_name),
-        spec.runtime.port,
-    )
-
-
-def build_router_rbac(
-    md_name: str, namespace: str, uid: str, spec: ModelDeploymentSpec
-) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and RoleBinding ``<md>-router``: read the router's ConfigMap, list
-    EndpointSlices, and read Services and Pods (its fallback when slices are empty).
-
-    The operator can only grant what it holds itself (RBAC escalation check), so its own role
-    needs these verbs and ``roles``/``rolebindings`` create/patch.
-    """
-    name = router_name(md_name)
-    labels = router_labels(md_name, spec.model)
-
-    def meta() -> dict[str, Any]:
-        return child_metadata(name, namespace, uid, md_name, dict(labels))
-
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta()},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": meta(),
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["configmaps"],
-                    "resourceNames": [name],
-                    "verbs": ["get"],
-                },
-                {
-                    "apiGroups": ["discovery.k8s.io"],
-                    "resources": ["endpointslices"],
-                    "verbs": ["list"],
-                },
-                {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": meta(),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        },
-    ]
 
 
 def pod_from_template(deployment: dict[str, Any], name: str | None = None) -> dict[str, Any]:

@@ -12,18 +12,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..api import ModelDeploymentSpec
+from .autoscaling import build_hpa
 from .modeldeployment import (
-    build_hpa,
+    build_variant_deployment,
+    build_variant_service,
+)
+from .router import (
+    build_router_configmap,
     build_router_deployment,
     build_router_rbac,
     build_router_service,
-    build_variant_deployment,
-    build_variant_service,
 )
 from .traffic import (
     Backend,
     build_http_route,
-    build_router_configmap,
     build_service_mode_service,
     effective_weights,
     spec_weights,

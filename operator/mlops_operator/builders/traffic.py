@@ -20,15 +20,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-import yaml
-
 from ..api import ModelDeploymentSpec
 from .modeldeployment import (
     CANARY_SUFFIX,
     COMPONENT_SERVER,
     LABEL_COMPONENT,
-    PORT_NAME,
-    ROUTER_CONFIG_KEY,
     Role,
     all_servers_selector,
     check_role,
@@ -36,8 +32,6 @@ from .modeldeployment import (
     entry_service_name,
     find_variant,
     md_labels,
-    router_labels,
-    router_name,
     service_manifest,
     variant_name,
 )
@@ -130,62 +124,9 @@ def traffic_summary(weights: Mapping[Backend, int]) -> str:
     return " ".join(f"{b.upstream}={w}" for b, w in weights.items())
 
 
-def _backend_service(md_name: str, backend: Backend) -> str:
+def backend_service(md_name: str, backend: Backend) -> str:
     check_role(backend.role)
     return variant_name(md_name, backend.variant, backend.role)
-
-
-# -- builtin: the router's ConfigMap -----------------------------------------------------------
-
-
-def router_config(
-    md_name: str, namespace: str, spec: ModelDeploymentSpec, weights: Mapping[Backend, int]
-) -> dict[str, Any]:
-    """The router config document (``mlops_runtime.router.config.RouterConfig``).
-
-    One upstream per backend, discovered through its Service's port ``http``; the mirror gets
-    every request (the router has no mirror percentage; see :func:`traffic_limitations`).
-    """
-    doc: dict[str, Any] = {"namespace": namespace}
-    if spec.traffic.sticky_header:
-        doc["stickyHeader"] = spec.traffic.sticky_header
-    doc["variants"] = [
-        {
-            "name": b.upstream,
-            "weight": w,
-            "service": _backend_service(md_name, b),
-            "port": PORT_NAME,
-        }
-        for b, w in weights.items()
-    ]
-    mirror = spec.traffic.mirror
-    if mirror is not None and mirror.percent > 0:
-        find_variant(spec, mirror.variant)
-        doc["mirror"] = {
-            "name": mirror.variant,  # same name and Service as its upstream: one target set
-            "service": variant_name(md_name, mirror.variant),
-            "port": PORT_NAME,
-        }
-    return doc
-
-
-def build_router_configmap(
-    md_name: str,
-    namespace: str,
-    uid: str,
-    spec: ModelDeploymentSpec,
-    weights: Mapping[Backend, int],
-) -> dict[str, Any]:
-    """The ConfigMap ``<md>-router`` holding :func:`router_config` under ``router.yaml``."""
-    text = yaml.safe_dump(router_config(md_name, namespace, spec, weights), sort_keys=False)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": child_metadata(
-            router_name(md_name), namespace, uid, md_name, router_labels(md_name, spec.model)
-        ),
-        "data": {ROUTER_CONFIG_KEY: text},
-    }
 
 
 # -- gateway-api: the HTTPRoute ----------------------------------------------------------------
@@ -249,7 +190,7 @@ def build_http_route(
             {
                 "group": "",
                 "kind": "Service",
-                "name": _backend_service(md_name, b),
+                "name": backend_service(md_name, b),
                 "port": port,
                 "weight": w,
             }

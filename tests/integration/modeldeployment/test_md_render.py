@@ -21,21 +21,23 @@ import yaml
 from mlops_localstack.cluster import Cluster, poll
 from mlops_localstack.gateway_api import ensure_gateway_api_crds
 from mlops_operator.api import ModelDeploymentSpec
+from mlops_operator.builders.autoscaling import build_hpa
 from mlops_operator.builders.common import restricted_security_context
 from mlops_operator.builders.modeldeployment import (
-    build_hpa,
-    build_router_deployment,
-    build_router_rbac,
-    build_router_service,
     build_variant_deployment,
     build_variant_service,
     pod_from_template,
     server_selector,
 )
+from mlops_operator.builders.router import (
+    build_router_configmap,
+    build_router_deployment,
+    build_router_rbac,
+    build_router_service,
+)
 from mlops_operator.builders.traffic import (
     Backend,
     build_http_route,
-    build_router_configmap,
     build_service_mode_service,
     effective_weights,
     spec_weights,

@@ -12,18 +12,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlops_operator.api import ModelDeploymentSpec
+from mlops_operator.builders.autoscaling import build_hpa
 from mlops_operator.builders.common import restricted_security_context
 from mlops_operator.builders.modeldeployment import (
-    build_hpa,
-    build_router_deployment,
-    build_router_rbac,
-    build_router_service,
     build_variant_deployment,
     build_variant_service,
     entry_service_name,
     pod_from_template,
     router_name,
     variant_name,
+)
+from mlops_operator.builders.router import (
+    build_router_deployment,
+    build_router_rbac,
+    build_router_service,
 )
 from mlops_runtime.router.settings import RouterSettings
 from mlops_runtime.settings import RuntimeSettings

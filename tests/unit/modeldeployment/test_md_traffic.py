@@ -11,15 +11,17 @@ from hypothesis import strategies as st
 from test_md_builders import example_spec
 
 from mlops_operator.builders.modeldeployment import build_variant_deployment
+from mlops_operator.builders.router import (
+    build_router_configmap,
+    router_config,
+)
 from mlops_operator.builders.traffic import (
     Backend,
     build_http_route,
-    build_router_configmap,
     build_service_mode_service,
     effective_weights,
     parse_parent_refs,
     replica_split,
-    router_config,
     spec_weights,
     status_url,
     traffic_limitations,
