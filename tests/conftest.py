@@ -10,6 +10,7 @@ works, else local.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import uuid
@@ -134,7 +135,12 @@ def node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):  # noqa: A
         return
     from mlops_localstack.node import NodeStandIn
 
-    stand_in = NodeStandIn(cluster.kubeconfig, workdir=tmp_path_factory.mktemp("node"))
+    # each pytest-xdist worker has a cluster and a node of its own: give their pods disjoint
+    # loopback ranges (127.10/16 for gw0, 127.11/16 for gw1, ...) so no two pods share an address
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    ip_range = f"127.{10 + int(worker.removeprefix('gw') or 0) % 100}.0.0/16"
+    stand_in = NodeStandIn(cluster.kubeconfig, workdir=tmp_path_factory.mktemp("node"),
+                           ip_range=ip_range)
     stand_in.start()
     try:
         yield stand_in

@@ -65,6 +65,8 @@ class LocalStack(Component):
     with_mlflow: bool = True
     with_operator: bool = True
     with_prometheus: bool = True
+    #: pod addresses of its node: apart from the test fixtures' nodes (127.10/16, 127.11/16, ...)
+    pod_range: str = "127.30.0.0/16"
     control_plane: ControlPlane | None = field(default=None, init=False)
     mlflow: MlflowServer | None = field(default=None, init=False)
     prometheus: PrometheusServer | None = field(default=None, init=False)
@@ -103,7 +105,8 @@ class LocalStack(Component):
         if self.with_node:
             from .node import NodeStandIn
 
-            self.node = NodeStandIn(self.control_plane.kubeconfig, workdir=self.state_dir / "node")
+            self.node = NodeStandIn(self.control_plane.kubeconfig, workdir=self.state_dir / "node",
+                                    ip_range=self.pod_range)
             self.node.start()
             self.state["components"]["node"] = str(self.state_dir / "node")
         if self.with_prometheus:
