@@ -87,11 +87,11 @@ def reconcile(p: Pass) -> None:
         started = parse_ts(ro.get("stepStarted"))
         observe_stage("deployment", "success", (now - started).total_seconds() if started else 0)
     apply_children(p, spec, decision.stable, decision.canary)
-    write_status(p, spec, decision, deployments, problems)
+    phase = write_status(p, spec, decision, deployments, problems)
     wake = next_wakeup(spec, decision.rollout, now)
     if wake is not None:
         p.requeue(wake)
-    elif problems:
+    if problems or phase != "Ready":  # pods waiting (a crash loop changes no Deployment)
         p.requeue(p.settings.resync_seconds)
 
 
@@ -154,11 +154,10 @@ def measure(p: Pass, spec: ModelDeploymentSpec, variant: str, version: str,
                                                    f"rejected the query: {exc}")
             out.append({"metric": metric.name, "verdict": "Inconclusive"})
             continue
-        entry = {"metric": metric.name, "verdict": m.verdict, "query": m.query}
+        entry = {"metric": metric.name, "verdict": m.verdict, "query": m.query,
+                 "message": m.message}
         if m.value is not None:
             entry["value"] = m.value
-        if m.verdict == "Inconclusive":
-            problems.setdefault("analysis", f"analysis inconclusive: {metric.name}: {m.message}")
         out.append(entry)
     return out
 
@@ -243,7 +242,8 @@ def apply_children(p: Pass, spec: ModelDeploymentSpec, stable: dict[str, str],
 
 
 def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
-                 deployments: dict[str, dict[str, Any]], problems: dict[str, str]) -> None:
+                 deployments: dict[str, dict[str, Any]], problems: dict[str, str]) -> str:
+    """Variants, printer columns, rollout, phase and conditions; the phase."""
     st = p.status
     split = weights(spec, decision.canary)
     ready = desired_total = 0
@@ -296,6 +296,7 @@ def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
         (kopf.info if phase in ("Ready", "Progressing") else kopf.warn)(
             p.body, reason=phase, message=(message or phase)[:1024])
     st.set(phase=phase, message=message[:1024])
+    return phase
 
 
 def _why_waiting(p: Pass, variant: str) -> str:
