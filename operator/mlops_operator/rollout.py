@@ -182,6 +182,11 @@ def _advance(spec: ModelDeploymentSpec, d: Decision, ro: dict[str, Any], canary_
             d.aborted = (n, version, ro["message"])
             d.events.append(("Warning", "RolloutAborted", f"{n}: v{version} {ro['message']}"))
             return
+        unknown = [m for m in measurements if m["verdict"] == "Inconclusive"]
+        if unknown:
+            ro["message"] = (f"step {step + 1}/{len(steps)}: analysis inconclusive ("
+                             + ", ".join(f"{m['metric']}: {m.get('message') or 'no data'}"
+                                         for m in unknown) + "); not advancing")
     d.canary = (n, version, int(ro["weight"]))
     if not _step_done(spec, ro, now):
         return

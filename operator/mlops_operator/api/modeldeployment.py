@@ -386,6 +386,11 @@ class Measurement(ApiModel):
         description="Successful, Failed, or Inconclusive (no data, or Prometheus unavailable)."
     )
     variant: ShortStr | None = Field(default=None, description="Variant measured (AB).")
+    query: LongStr | None = Field(default=None, description="The PromQL that ran.")
+    message: Str | None = Field(
+        default=None, description="What was found: the result, no data, or why Prometheus "
+        "could not be asked."
+    )
 
 
 class RolloutStatus(ApiModel):

@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_md_builders import EXAMPLE
 
+from mlops_operator.analysis import render
 from mlops_runtime.metrics import RuntimeMetrics
 
 PROMTOOL = shutil.which("promtool")
@@ -34,7 +35,7 @@ def example_queries() -> dict[str, str]:
 
 
 def substitute(query: str, values: dict[str, str] = PLACEHOLDERS) -> str:
-    return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], query)
+    return render(query, values)
 
 
 def exported_series(metrics: RuntimeMetrics) -> dict[str, float]:
@@ -44,7 +45,7 @@ def exported_series(metrics: RuntimeMetrics) -> dict[str, float]:
         for s in family.samples:
             if s.name.endswith("_created"):
                 continue
-            labels = {**s.labels, "namespace": "ml"}
+            labels = {**s.labels, "namespace": "ml", "deployment": "iris"}
             text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
             out[f"{s.name}{{{text}}}"] = s.value
     return out
