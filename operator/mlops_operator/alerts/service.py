@@ -145,6 +145,8 @@ class Retrainer:
             elif md["metadata"].get("deletionTimestamp"):
                 results.append(skip("no-deployment", "the ModelDeployment is being deleted",
                                     where))
+            elif not isinstance(retrain.get("template"), dict):
+                results.append(skip("rejected", "spec.retrain has no template", where))
             else:
                 results.append(self._retrain(md, retrain, alert, started, skip))
         return results
