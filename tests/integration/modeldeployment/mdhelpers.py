@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -10,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import yaml
+import kube_json
 
 from mlops_localstack.cluster import poll
 
@@ -54,29 +53,10 @@ class _Raising:  # defined lazily as a PythonModel subclass (mlflow imported on 
 
 
 @dataclass
-class MD:
+class MD(kube_json.Kube):
     """ModelDeployments in the test's namespace, with JSON reads and traffic."""
 
-    kubectl: Callable[..., Any]
-    namespace: str
-    operator: Any
-
-    def apply(self, manifest: dict[str, Any]) -> None:
-        self.kubectl("apply", "-n", self.namespace, "-f", "-", input=yaml.safe_dump(manifest))
-
-    def get(self, kind: str, name: str | None = None, selector: str | None = None) -> Any:
-        args = ["get", kind, "-n", self.namespace, "-o", "json"]
-        if name:
-            args.insert(2, name)
-        if selector:
-            args += ["-l", selector]
-        out = self.kubectl(*args, check=False)
-        if out.returncode != 0:
-            if "NotFound" in out.stderr:
-                return None
-            raise AssertionError(out.stderr)
-        data = json.loads(out.stdout)
-        return data if name else data["items"]
+    operator: Any = None
 
     def status(self, name: str) -> dict[str, Any]:
         return (self.get("modeldeployment", name) or {}).get("status") or {}
@@ -86,11 +66,6 @@ class MD:
             if cond["type"] == ctype:
                 return cond
         return {}
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = self.kubectl("get", "events", "-n", self.namespace, "-o", "json",
-                           "--field-selector", f"involvedObject.name={name}")
-        return json.loads(out.stdout)["items"]
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
         def alive() -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kube_json
 import pytest
 import yaml
 
@@ -54,11 +55,9 @@ GATEWAY = [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "pu
 
 
 @dataclass
-class Owner:
+class Owner(kube_json.Kube):
     """The ModelDeployment created from the example, and kubectl in its namespace."""
 
-    kubectl: Callable[..., Any]
-    namespace: str
     name: str
     uid: str
     spec: ModelDeploymentSpec
@@ -70,16 +69,6 @@ class Owner:
             "-n", self.namespace, "-f", "-", input=json.dumps(manifest),
         )  # fmt: skip
         return json.loads(out.stdout)
-
-    def get(self, kind: str, name: str | None = None, selector: str | None = None) -> Any:
-        args = ["get", kind, *([name] if name else []), "-n", self.namespace, "-o", "json"]
-        out = self.kubectl(*args, *(["-l", selector] if selector else []), check=False)
-        if out.returncode != 0:
-            if "NotFound" in out.stderr:
-                return None
-            raise AssertionError(out.stderr)
-        data = json.loads(out.stdout)
-        return data if name else data["items"]
 
     def pods_of(self, selector: dict[str, str]) -> set[str]:
         """Names of the ReplicaSets owning the pods a selector picks."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kube_json
 import yaml
 
 from mlops_localstack.cluster import poll
@@ -20,29 +19,8 @@ TERMINAL = ("Succeeded", "Failed")
 
 
 @dataclass
-class Kube:
-    """kubectl bound to the test's namespace, with JSON reads."""
-
-    kubectl: Callable[..., Any]
-    namespace: str
-
-    def apply(self, manifest: str | dict) -> None:
-        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
-        self.kubectl("apply", "-n", self.namespace, "-f", "-", input=text)
-
-    def get(self, kind: str, name: str | None = None, selector: str | None = None) -> Any:
-        args = ["get", kind, "-n", self.namespace, "-o", "json"]
-        if name:
-            args.insert(2, name)
-        if selector:
-            args += ["-l", selector]
-        out = self.kubectl(*args, check=False)
-        if out.returncode != 0:
-            if "NotFound" in out.stderr:
-                return None
-            raise AssertionError(out.stderr)
-        data = json.loads(out.stdout)
-        return data if name else data["items"]
+class Kube(kube_json.Kube):
+    """kubectl bound to the test's namespace, with TrainingRun reads."""
 
     def tr(self, name: str) -> dict:
         return self.get("trainingrun", name) or {}
@@ -56,10 +34,6 @@ class Kube:
         print(f"TrainingRun {name}: {tr['status'].get('phase')}: {tr['status'].get('message')}")
         return tr
 
-    def events(self, name: str) -> list[dict]:
-        return [
-            e for e in self.get("events") or [] if e.get("involvedObject", {}).get("name") == name
-        ]
 
 
 def example(name: str | None = None, **spec: Any) -> dict:
