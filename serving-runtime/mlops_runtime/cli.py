@@ -15,6 +15,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", help="variant label for metrics")
     p.add_argument("--host", help="bind address (default 0.0.0.0, or MLOPS_RUNTIME_HOST)")
     p.add_argument("--port", type=int, help="port (default 8080)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (default 8081; 0 = no gRPC)")
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-batch-wait-ms", type=float)
     p.add_argument("--log-level")

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,19 @@ class DataPlane:
         self.metrics.set_model(self.expected_name, None)
         self.metrics.set_loaded(False)
         self._known_outputs: frozenset[str] = frozenset()
+        self._ready_listeners: list[Callable[[bool], None]] = []
+
+    def on_ready_change(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(ready)`` now and whenever readiness changes (e.g. gRPC health)."""
+        self._ready_listeners.append(listener)
+        listener(self.ready())
+
+    def _notify_ready(self) -> None:
+        for listener in self._ready_listeners:
+            try:
+                listener(self.ready())
+            except Exception:  # noqa: BLE001 - a listener must never break loading
+                log.exception("readiness listener failed")
 
     @staticmethod
     def _name_from_uri(uri: str | None) -> str:
@@ -95,6 +109,7 @@ class DataPlane:
         if model.baseline is not None:
             self.drift = DriftMonitor(model.baseline, window=self.settings.drift_window)
             self.metrics.set_drift_source(self.drift.scores)
+        self._notify_ready()
         log.info("serving %s version %s (%s) from %s in %.2fs", model.name, model.version,
                  model.platform, model.source_uri, load_seconds)  # fmt: skip
 
@@ -114,7 +129,7 @@ class DataPlane:
 
     def server_metadata(self) -> dict[str, Any]:
         """``GET /v2``."""
-        return {"name": SERVER_NAME, "version": __version__, "extensions": []}
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(codec.EXTENSIONS)}
 
     def _served(self, name: str, version: str | None) -> LoadedModel:
         model = self.model
@@ -163,18 +178,29 @@ class DataPlane:
             if self.drift is not None:
                 self.drift.observe(rows)
 
-    async def infer(self, name: str, version: str | None, body: bytes) -> bytes:
-        """``POST .../infer``: decode, predict through the micro-batcher, encode."""
+    async def infer(
+        self, name: str, version: str | None, body: bytes, header_length: int | None = None
+    ) -> tuple[bytes, int | None]:
+        """REST ``POST .../infer``: decode (JSON, or JSON + binary tensor data when
+        ``header_length`` is given), predict through the micro-batcher, encode. Returns the body
+        and the ``Inference-Header-Content-Length`` of the response (``None``: plain JSON)."""
         model = self._served(name, version)
-        request = codec.decode_infer(body, model.spec, self._known_outputs)
-        outputs = []
-        for output in request.outputs:
-            result = await self.batcher.submit(output, request.rows)
-            outputs.append(codec.encode_tensor(output, result))
-        return codec.dumps(
-            {"model_name": model.name, "model_version": model.version,
-             "id": request.request_id, "parameters": {}, "outputs": outputs}
-        )  # fmt: skip
+        request = codec.decode_infer(body, model.spec, self._known_outputs, header_length)
+        results = await self.predict(request)
+        return codec.encode_infer(model.name, model.version, request, results)
+
+    def served(self, name: str, version: str | None) -> LoadedModel:
+        """The model that answers ``name`` (``version``); raises 404/503 domain errors."""
+        return self._served(name, version)
+
+    @property
+    def known_outputs(self) -> frozenset[str]:
+        """Output names the served model has (``predict``, ``predict_proba``)."""
+        return self._known_outputs
+
+    async def predict(self, request: codec.DecodedRequest) -> list[np.ndarray]:
+        """One result array per requested output, through the micro-batcher (every transport)."""
+        return [await self.batcher.submit(output, request.rows) for output in request.outputs]
 
     async def predict_instances(self, body: bytes) -> bytes:
         """``POST /predict`` with ``{"instances": [...]}``."""

@@ -1,4 +1,5 @@
-"""Domain errors of the data plane. Transports map them to status codes in one place."""
+"""Domain errors of the data plane. Transports map them to status codes in one place each:
+:func:`error_body` for HTTP, :func:`grpc_status` for gRPC."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ class RuntimeServingError(Exception):
     """Base of every error the data plane raises on purpose; ``status_code`` is HTTP-flavoured."""
 
     status_code: int = 500
+    #: name of the ``grpc.StatusCode`` of this error (the protocol's gRPC mapping)
+    grpc_code: str = "INTERNAL"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -19,12 +22,14 @@ class InvalidRequest(RuntimeServingError):
     """The request is malformed: bad JSON, bad shape, bad datatype."""
 
     status_code = 400
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class ModelNotFound(RuntimeServingError):
     """No model with this name (and version) is served here."""
 
     status_code = 404
+    grpc_code = "NOT_FOUND"
 
     def __init__(self, name: str, version: str | None = None) -> None:
         what = f"{name}" if version is None else f"{name} version {version}"
@@ -35,6 +40,7 @@ class PayloadTooLarge(RuntimeServingError):
     """The body exceeds the configured size limit."""
 
     status_code = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"payload exceeds the limit of {limit} bytes")
@@ -44,6 +50,7 @@ class ModelNotReady(RuntimeServingError):
     """The model is not loaded (yet, or it failed to load)."""
 
     status_code = 503
+    grpc_code = "UNAVAILABLE"
 
 
 class InferenceFailed(RuntimeServingError):
@@ -55,3 +62,8 @@ class InferenceFailed(RuntimeServingError):
 def error_body(exc: RuntimeServingError) -> tuple[int, bytes]:
     """The one mapping of domain errors to HTTP: status code and ``{"error": ...}`` body."""
     return exc.status_code, orjson.dumps({"error": exc.message})
+
+
+def grpc_status(exc: RuntimeServingError) -> tuple[str, str]:
+    """The one mapping of domain errors to gRPC: ``grpc.StatusCode`` name and details."""
+    return exc.grpc_code, exc.message

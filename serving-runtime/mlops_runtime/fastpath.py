@@ -12,12 +12,24 @@ import time
 from typing import Any
 
 from mlops_runtime.body import read_body
+from mlops_runtime.codec import HEADER_LENGTH, header_length
 from mlops_runtime.dataplane import DataPlane
 from mlops_runtime.errors import RuntimeServingError, error_body
 
 log = logging.getLogger(__name__)
 
 _INTERNAL_ERROR = b'{"error":"internal server error"}'
+
+
+def response_headers(length: int, json_length: int | None) -> list[tuple[bytes, bytes]]:
+    """Headers of an infer response: JSON, or JSON + binary tensor data (octet-stream with the
+    ``Inference-Header-Content-Length`` of the JSON part)."""
+    if json_length is None:
+        return [(b"content-type", b"application/json"),
+                (b"content-length", str(length).encode())]  # fmt: skip
+    return [(b"content-type", b"application/octet-stream"),
+            (HEADER_LENGTH, str(json_length).encode()),
+            (b"content-length", str(length).encode())]  # fmt: skip
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -51,9 +63,13 @@ class InferFastPath:
         plane = self.plane
         started = time.perf_counter()
         plane.batcher.enter()
+        json_length = None
         try:
-            body = await read_body(scope["headers"], receive, self.limit)
-            payload = await plane.infer(target[0], target[1], body)
+            headers = scope["headers"]
+            body = await read_body(headers, receive, self.limit)
+            payload, json_length = await plane.infer(
+                target[0], target[1], body, header_length(headers)
+            )
             status = 200
         except RuntimeServingError as exc:
             status, payload = error_body(exc)
@@ -62,8 +78,7 @@ class InferFastPath:
             status, payload = 500, _INTERNAL_ERROR
         finally:
             plane.batcher.leave()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode())]})  # fmt: skip
+        await send({"type": "http.response.start", "status": status,
+                    "headers": response_headers(len(payload), json_length)})  # fmt: skip
         await send({"type": "http.response.body", "body": payload})
         plane.metrics.observe_request("infer", status, time.perf_counter() - started)

@@ -1,13 +1,16 @@
-"""Running the model server under uvicorn (uvloop + httptools when available)."""
+"""Running the model server: REST under uvicorn (uvloop + httptools when available) and gRPC
+(grpcio aio) on the same event loop, over one data plane."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 from typing import Any
 
 import uvicorn
 
+from mlops_runtime.dataplane import DataPlane
 from mlops_runtime.rest import create_app
 from mlops_runtime.settings import RuntimeSettings
 
@@ -20,15 +23,16 @@ def uvicorn_speedups() -> dict[str, str]:
     }
 
 
-def run_asgi(
-    app: Any, host: str, port: int, log_level: str, graceful_shutdown_s: float, **extra: Any
-) -> None:
-    """Serve ``app`` under uvicorn until SIGTERM/SIGINT, draining in-flight requests."""
+def _logging(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    config = uvicorn.Config(
+
+
+def _config(app: Any, host: str, port: int, log_level: str, graceful_shutdown_s: float,
+            **extra: Any) -> uvicorn.Config:  # fmt: skip
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -38,10 +42,61 @@ def run_asgi(
         **uvicorn_speedups(),
         **extra,
     )
-    uvicorn.Server(config).run()
+
+
+def run_asgi(
+    app: Any, host: str, port: int, log_level: str, graceful_shutdown_s: float, **extra: Any
+) -> None:
+    """Serve ``app`` under uvicorn until SIGTERM/SIGINT, draining in-flight requests."""
+    _logging(log_level)
+    uvicorn.Server(_config(app, host, port, log_level, graceful_shutdown_s, **extra)).run()
+
+
+class ModelServer:
+    """One model server process: the REST app and, unless ``grpc_port`` is 0, the gRPC server,
+    both over the same :class:`DataPlane` and on the same event loop."""
+
+    def __init__(self, settings: RuntimeSettings, plane: DataPlane | None = None) -> None:
+        self.settings = settings
+        self.plane = plane or DataPlane(settings)
+        self.app = create_app(settings, self.plane)
+        self.http = uvicorn.Server(_config(self.app, settings.host, settings.port,
+                                           settings.log_level, settings.graceful_shutdown_s))  # fmt: skip
+        self.grpc: Any = None
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound REST port (useful with ``port=0``), once started."""
+        for server in getattr(self.http, "servers", []):
+            for sock in server.sockets:
+                return sock.getsockname()[1]
+        return None
+
+    async def serve(self) -> None:
+        """Serve until :meth:`exit` or SIGTERM/SIGINT; REST drains first, then gRPC."""
+        if self.settings.grpc_port:
+            from mlops_runtime.grpc_server import GrpcServer
+
+            self.grpc = GrpcServer(self.plane, self.settings)
+            await self.grpc.start()
+        try:
+            await self.http.serve()
+        finally:
+            if self.grpc is not None:
+                await self.grpc.stop(self.settings.graceful_shutdown_s)
+
+    def exit(self) -> None:
+        """Ask both servers to stop (thread-safe enough: uvicorn polls the flag)."""
+        self.http.should_exit = True
 
 
 def serve(settings: RuntimeSettings) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests are drained before exit."""
-    run_asgi(create_app(settings), settings.host, settings.port, settings.log_level,
-             settings.graceful_shutdown_s)
+    _logging(settings.log_level)
+    server = ModelServer(settings)
+    if uvicorn_speedups()["loop"] == "uvloop":
+        import uvloop
+
+        uvloop.run(server.serve())
+    else:
+        asyncio.run(server.serve())

@@ -24,6 +24,12 @@ class RuntimeSettings(BaseSettings):
     variant: str = Field(default="default", description="variant label used in metrics")
     host: str = Field(default="0.0.0.0", description="bind address (the pod IP in a cluster)")
     port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="Open Inference Protocol gRPC port on the same host (0 = no gRPC)",
+    )
     log_level: str = "info"
 
     max_batch_size: int = Field(default=64, ge=1, description="rows per gathered predict call")

@@ -124,3 +124,138 @@ class Scrape:
 def scrape() -> Callable[[str], Scrape]:
     """Parse a ``/metrics`` body."""
     return Scrape
+
+
+# -- a whole model server (REST + gRPC) on loopback, in a thread ---------------------------------
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (gRPC refuses to share it: so_reuseport=0)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadedServer:
+    """:class:`mlops_runtime.server.ModelServer` (REST and gRPC, one data plane) serving in a
+    background thread's event loop, so that blocking clients (tritonclient) can call it."""
+
+    def __init__(self, plane_factory: Callable[[RuntimeSettings], Any], **overrides: Any) -> None:
+        from mlops_runtime.server import ModelServer
+
+        settings = RuntimeSettings(host="127.0.0.1", port=0, grpc_port=free_port(),
+                                   graceful_shutdown_s=1.0, load_retries=1,
+                                   **overrides)  # fmt: skip
+        self.settings = settings
+        self.plane = plane_factory(settings)
+        self.server = ModelServer(settings, self.plane)
+        self.error: BaseException | None = None
+        import threading
+
+        self.thread = threading.Thread(target=self._run, name="model-server", daemon=True)
+
+    def _run(self) -> None:
+        import asyncio
+
+        try:
+            asyncio.run(self.server.serve())
+        except BaseException as exc:  # noqa: BLE001 - reported by start()/stop()
+            self.error = exc
+
+    def start(self) -> ThreadedServer:
+        self.thread.start()
+
+        def up() -> bool:
+            if self.error is not None or not self.thread.is_alive():
+                raise RuntimeError(f"model server failed to start: {self.error!r}")
+            return bool(self.server.http.started)
+
+        poll("the threaded model server to start", up, timeout=30, interval=0.02)
+        return self
+
+    @property
+    def http(self) -> str:
+        """``host:port`` of REST."""
+        return f"127.0.0.1:{self.server.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        """``host:port`` of gRPC."""
+        return f"127.0.0.1:{self.settings.grpc_port}"
+
+    def stop(self) -> None:
+        self.server.exit()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "model server did not stop"
+
+
+def echo_model(numeric: bool = True, name: str = "echo") -> Any:
+    """An in-memory model returning its input rows unchanged (every datatype round-trips):
+    numeric, or taking strings (BYTES) when ``numeric`` is false."""
+    from mlops_runtime.codec import FeatureSpec
+    from mlops_runtime.model import LoadedModel
+
+    spec = FeatureSpec(None, None, numeric, np.dtype(np.float64))
+    datatype = "FP64" if numeric else "BYTES"
+    meta = [{"name": "input-0", "datatype": datatype, "shape": [-1, -1]}]
+    return LoadedModel(name=name, version="1", platform="echo", spec=spec,
+                       methods={"predict": lambda rows: rows}, inputs=meta,
+                       outputs=[{**meta[0], "name": "predict"}], source_uri="memory:echo")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def iris_loaded(iris_model_dir: Path) -> Any:
+    """The iris model loaded once (shared by every data plane that serves it)."""
+    from mlops_runtime.model import load_model
+
+    return load_model(str(iris_model_dir), "iris")
+
+
+def _plane_with(model: Any) -> Callable[[RuntimeSettings], Any]:
+    from mlops_runtime.dataplane import DataPlane
+
+    def make(settings: RuntimeSettings) -> Any:
+        plane = DataPlane(settings)
+        if model is not None:
+            plane.install(model)
+        return plane
+
+    return make
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., ThreadedServer]]:
+    """Start a threaded model server for a model (``None``: no model, never ready)."""
+    servers: list[ThreadedServer] = []
+
+    def start(model: Any, **overrides: Any) -> ThreadedServer:
+        server = ThreadedServer(_plane_with(model), **overrides).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_servers(iris_loaded: Any) -> Iterator[dict[str, ThreadedServer]]:
+    """Servers shared by a module's tests: ``iris``, numeric ``echo``, ``text`` (BYTES echo), and
+    ``empty`` (no model configured: never ready, name ``iris``)."""
+    servers = {
+        "iris": ThreadedServer(_plane_with(iris_loaded), model_name="iris").start(),
+        "echo": ThreadedServer(_plane_with(echo_model())).start(),
+        "text": ThreadedServer(_plane_with(echo_model(numeric=False, name="text"))).start(),
+        "empty": ThreadedServer(_plane_with(None), model_name="iris").start(),
+    }
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def make_echo() -> Callable[..., Any]:
+    """:func:`echo_model` as a fixture."""
+    return echo_model
