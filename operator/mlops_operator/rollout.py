@@ -68,9 +68,23 @@ def analysis_due(spec: ModelDeploymentSpec, ro: Mapping[str, Any] | None, now: d
     return last is None or (now - last) >= parse_duration(analysis.interval)
 
 
+def ab_analysis_due(spec: ModelDeploymentSpec, ro: Mapping[str, Any] | None,
+                    now: dt.datetime) -> bool:
+    """Strategy AB with analysis: whether the per-variant round is due (every interval)."""
+    analysis = spec.rollout.analysis
+    if spec.rollout.strategy != "AB" or analysis is None:
+        return False
+    last = parse_ts((ro or {}).get("lastAnalysis"))
+    return last is None or (now - last) >= parse_duration(analysis.interval)
+
+
 def next_wakeup(spec: ModelDeploymentSpec, ro: Mapping[str, Any] | None,
                 now: dt.datetime) -> float | None:
     """Seconds until this rollout needs a pass without any event (None: events suffice)."""
+    if spec.rollout.strategy == "AB" and spec.rollout.analysis is not None:
+        last = parse_ts((ro or {}).get("lastAnalysis")) or now
+        return max(0.5, (last + parse_duration(spec.rollout.analysis.interval) - now)
+                   .total_seconds())
     if not ro or ro.get("state") != "Progressing" or not ro.get("stepStarted"):
         return None
     waits = []
@@ -108,7 +122,10 @@ def decide(
             d.stable[n] = str(desired[n])
             d.events.append(("Normal", "RolloutStarted",
                              f"{n}: v{stable[n]} → v{desired[n]} ({spec.rollout.strategy})"))
-        d.rollout = None
+        # AB keeps its latest per-variant analysis round (the controller runs it)
+        keep = ("lastAnalysis", "measurements", "message")
+        d.rollout = ({k: ro[k] for k in keep if k in ro} or None) if (
+            ro and spec.rollout.strategy == "AB") else None
         return d
     ro_ = d.rollout
     if ro_ and ro_.get("variant") not in names:

@@ -38,10 +38,11 @@ from ..controller import Pass, controller
 from ..metrics import observe_stage
 from ..mlflow_utils import make_client, mlflow_errors
 from ..registry import SourceNotFound, get_version, set_tags
-from ..rollout import analysis_due, decide, next_wakeup, parse_ts
+from ..rollout import ab_analysis_due, analysis_due, decide, next_wakeup, parse_ts, ts
 
 PLURAL = "modeldeployments"
 TAG_ROLLOUT_ABORTED = "mlops.dev/rollout-aborted"
+REJECTED = "Prometheus rejected the query"
 #: pinned (model, version) pairs known to exist: checked once, not on every pass
 _known: set[tuple[str, str]] = set()
 
@@ -76,9 +77,14 @@ def reconcile(p: Pass) -> None:
                     for n, v in stable.items() if v}
     measurements = None
     if analysis_due(spec, ro, now) and canary_ready:
-        measurements = measure(p, spec, ro["variant"], str(ro["version"]), problems)
+        measurements = measure(p, spec, ro["variant"], str(ro["version"]))
     decision = decide(spec, stable, desired, ro, canary_ready=canary_ready,
                       stable_ready=stable_ready, measurements=measurements, now=now)
+    if ab_analysis_due(spec, decision.rollout, now):
+        decision.rollout = analyse_variants(p, spec, decision.stable, now)
+    for m in (decision.rollout or {}).get("measurements") or []:
+        if str(m.get("message", "")).startswith(REJECTED):  # until the query is fixed
+            problems[f"analysis/{m['metric']}"] = f"analysis metric {m['metric']}: {m['message']}"
     for type_, reason, message in decision.events:
         (kopf.warn if type_ == "Warning" else kopf.info)(p.body, reason=reason, message=message)
     if decision.aborted:
@@ -137,8 +143,8 @@ def resolve(p: Pass, spec: ModelDeploymentSpec) -> tuple[dict[str, str | None], 
     return desired, problems
 
 
-def measure(p: Pass, spec: ModelDeploymentSpec, variant: str, version: str,
-            problems: dict[str, str]) -> list[dict[str, Any]]:
+def measure(p: Pass, spec: ModelDeploymentSpec, variant: str,
+            version: str) -> list[dict[str, Any]]:
     """One analysis round for the canary of ``variant`` at ``version``."""
     analysis = spec.rollout.analysis
     assert analysis is not None
@@ -150,9 +156,9 @@ def measure(p: Pass, spec: ModelDeploymentSpec, variant: str, version: str,
         try:
             m = an.measure(address, metric, values)
         except an.QueryError as exc:
-            problems[f"analysis/{metric.name}"] = (f"analysis metric {metric.name}: Prometheus "
-                                                   f"rejected the query: {exc}")
-            out.append({"metric": metric.name, "verdict": "Inconclusive"})
+            out.append({"metric": metric.name, "verdict": "Inconclusive",
+                        "query": an.render(metric.query, values),
+                        "message": f"{REJECTED}: {exc}"})
             continue
         entry = {"metric": metric.name, "verdict": m.verdict, "query": m.query,
                  "message": m.message}
@@ -160,6 +166,19 @@ def measure(p: Pass, spec: ModelDeploymentSpec, variant: str, version: str,
             entry["value"] = m.value
         out.append(entry)
     return out
+
+
+def analyse_variants(p: Pass, spec: ModelDeploymentSpec, stable: dict[str, str],
+                     now: dt.datetime) -> dict[str, Any]:
+    """Strategy AB: one analysis round per variant, reported in ``status.rollout``."""
+    rounds = []
+    for v in spec.variants:
+        if stable.get(v.name):
+            rounds += [{**m, "variant": v.name}
+                       for m in measure(p, spec, v.name, stable[v.name])]
+    summary = "; ".join(f"{m['variant']} {m['metric']}: {m['verdict']}"
+                        + (f" ({m['value']:g})" if "value" in m else "") for m in rounds)
+    return {"lastAnalysis": ts(now), "measurements": rounds, "message": summary[:1024]}
 
 
 def record_abort(p: Pass, spec: ModelDeploymentSpec, variant: str, version: str,
@@ -274,24 +293,24 @@ def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
            url=status_url(p.name, p.namespace, spec), rollout=decision.rollout)
     st.observed()
     ro = decision.rollout or {}
+    canary = ro.get("state") in ("Progressing", "Promoting", "Paused")
     aborted = ro.get("state") == "Aborted"
+    progressing = bool(waiting) or canary
+    progress = (ro.get("message") if canary else "") or (
+        f"waiting for {', '.join(waiting)}" if waiting else "")
     if problems or aborted:
         message = "; ".join([*problems.values(), *([ro.get("message")] if aborted else [])])
         phase = "Degraded" if any(v.get("version") for v in variants) else "Pending"
-        if st.cond("Degraded", True, "RolloutAborted" if aborted else "VariantsUnresolved",
-                   message):
+        reason = "RolloutAborted" if aborted else (
+            "VariantsUnresolved" if any(not k.startswith("analysis/") for k in problems)
+            else "AnalysisQueryRejected")
+        if st.cond("Degraded", True, reason, message):
             kopf.warn(p.body, reason="Degraded", message=message[:1024])
     else:
         st.cond("Degraded", False, "AsExpected", "")
-        phase = "Ready" if not waiting and not ro else "Progressing"
-        message = ""
-    progressing = bool(waiting) or ro.get("state") in ("Progressing", "Promoting", "Paused")
-    progress = ro.get("message") or (f"waiting for {', '.join(waiting)}" if waiting else "")
+        phase = "Progressing" if progressing else "Ready"
+        message = progress if progressing else f"serving {summary_of(split)}"
     st.cond("Progressing", progressing, "RollingOut" if progressing else "Stable", progress)
-    if phase == "Progressing" and not message:
-        message = progress
-    if phase == "Ready":
-        message = f"serving {summary_of(split)}"
     if st.cond("Ready", phase == "Ready", phase, message):
         (kopf.info if phase in ("Ready", "Progressing") else kopf.warn)(
             p.body, reason=phase, message=(message or phase)[:1024])

@@ -157,3 +157,36 @@ def test_deleting_the_modeldeployment_removes_everything_it_created(
     md.wait("every child to be garbage-collected",
             lambda: md.get(kinds + ",pods", selector="mlops.dev/deployment=gone") == [],
             timeout=120)
+
+
+def test_ab_reports_analysis_per_variant_and_names_a_query_prometheus_rejects(
+    node: Any, prometheus: Any, md: MD, model: tuple[str, str, str],
+) -> None:
+    name, v1, v2 = model
+    served = {"name": "served", "successCondition": "result >= 0",
+              "query": 'sum(mlops_runtime_model_ready{namespace="{{namespace}}",'
+                       'deployment="{{deployment}}",variant="{{variant}}",version="{{version}}"})'}
+    broken = {"name": "broken", "query": "sum(rate(", "successCondition": "result < 1"}
+    doc = manifest("ab", name, "builtin")
+    doc["spec"]["rollout"] = {"strategy": "AB", "analysis": {
+        "prometheus": {"address": prometheus.url}, "interval": "2s",
+        "metrics": [served, broken]}}
+    md.apply(doc)
+
+    def rejected(s: dict[str, Any]) -> bool:
+        c = md.condition("ab", "Degraded")
+        return c.get("reason") == "AnalysisQueryRejected" and "broken" in c.get("message", "")
+
+    st = md.wait_status("ab", rejected, "the rejected query named", timeout=240)
+    assert st["phase"] == "Degraded"
+    doc["spec"]["rollout"]["analysis"]["metrics"] = [served]
+    md.apply(doc)
+
+    def measured(s: dict[str, Any]) -> bool:
+        rows = (s.get("rollout") or {}).get("measurements") or []
+        return s.get("phase") == "Ready" and {(m["variant"], m["verdict"]) for m in rows} == {
+            ("champion", "Successful"), ("challenger", "Successful")}
+
+    st = md.wait_status("ab", measured, "a Successful round per variant", timeout=180)
+    assert st["traffic"] == "champion=70 challenger=30"  # AB never moves the weights
+    assert md.condition("ab", "Degraded")["status"] == "False"

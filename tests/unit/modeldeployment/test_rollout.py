@@ -175,3 +175,13 @@ def test_render_and_scalar() -> None:
     assert scalar({"resultType": "scalar", "result": [0, "7"]}) == 7.0
     with pytest.raises(QueryError, match="aggregate"):
         scalar({"resultType": "vector", "result": [{"value": [0, "1"]}, {"value": [0, "2"]}]})
+
+
+def test_ab_keeps_its_latest_per_variant_round_and_wakes_at_the_interval() -> None:
+    s = spec("AB", analysis=ANALYSIS)
+    ro = {"lastAnalysis": ts(T0), "measurements": [{**OK[0], "variant": "champion"}],
+          "message": "champion errors: Successful"}
+    d = run(s, ro, now=T0 + dt.timedelta(seconds=5))
+    assert d.stable == NEW and d.rollout == ro and d.canary is None
+    assert next_wakeup(s, d.rollout, T0 + dt.timedelta(seconds=5)) == pytest.approx(25)
+    assert run(spec("Immediate"), ro).rollout is None
