@@ -217,8 +217,10 @@ def create_app(config: ReceiverConfig, retrainer: Retrainer | None = None,
             notification = parse_notification(body)
         except PayloadError as exc:
             return _error(400, str(exc))
-        try:
-            results = await blocking(retrainer.handle, notification)
+        try:  # the alerts of a group in parallel (the per-deployment lock keeps them apart)
+            per_alert = await asyncio.gather(
+                *(blocking(retrainer.handle_alert, a) for a in notification.alerts))
+            results = [r for rs in per_alert for r in rs]
         except TransientError as exc:
             log.warning("alert receiver: %s (Alertmanager will retry)", exc)
             return _error(503, f"Kubernetes API unavailable: {exc}")

@@ -103,14 +103,12 @@ class Retrainer:
 
     def handle(self, notification: Notification) -> list[Result]:
         """Every alert of a notification, in order; :class:`TransientError` on API trouble."""
-        results: list[Result] = []
-        for alert in notification.alerts:
-            ALERTS_RECEIVED.labels(status=alert.status).inc()
-            results.extend(self.handle_alert(alert))
-        return results
+        return [r for alert in notification.alerts for r in self.handle_alert(alert)]
 
     def handle_alert(self, alert: Alert) -> list[Result]:
+        """One alert (thread-safe: the server runs the alerts of a notification in parallel)."""
         started = time.monotonic()
+        ALERTS_RECEIVED.labels(status=alert.status).inc()
 
         def skip(reason: str, message: str, deployment: str | None = None) -> Result:
             RETRAIN_SKIPPED.labels(reason=reason).inc()

@@ -225,3 +225,21 @@ def test_a_receiver_that_dies_after_creating_leaves_one_run_for_the_resend(
         restarted.stop()
     assert (result["action"], result["reason"]) == ("skipped", "duplicate")
     assert [t["metadata"]["name"] for t in trainingruns()] == [result["trainingRun"]]
+
+
+def test_a_group_of_alerts_is_handled_in_parallel_and_answered_in_order(
+    receiver: ReceiverThread, make_deployment: Callable[..., dict], namespace: str,
+    trainingruns: Callable[[], list[dict]],
+) -> None:
+    for name in ("a", "b", "c"):
+        make_deployment(name=name, cooldown="0s", max_concurrent=2)
+    alerts = [alert(namespace, deployment=name, fingerprint=f"{name}{i}",
+                    starts=f"2026-11-30T05:0{i}:00Z")
+              for i in range(4) for name in ("a", "b", "c")]
+    results = post(receiver.url, notification(*alerts)).json()["results"]
+    assert [r["fingerprint"] for r in results] == [a["fingerprint"] for a in alerts]
+    for name in ("a", "b", "c"):
+        mine = [r for r in results if r["deployment"] == f"{namespace}/{name}"]
+        assert sorted(r["action"] for r in mine) == ["created", "created", "skipped", "skipped"]
+        assert {r.get("reason") for r in mine if r["action"] == "skipped"} == {"max-concurrent"}
+    assert len(trainingruns()) == 6

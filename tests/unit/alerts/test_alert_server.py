@@ -26,12 +26,11 @@ class Recorder:
         self.calls: list[Any] = []
         self.fail = fail
 
-    def handle(self, notification: Any) -> list[Result]:
+    def handle_alert(self, a: Any) -> list[Result]:
         if self.fail:
             raise TransientError("apiserver down")
-        self.calls.append(notification)
-        return [Result(a.name, a.key, a.status, "skipped", "no-deployment")
-                for a in notification.alerts]
+        self.calls.append(a)
+        return [Result(a.name, a.key, a.status, "skipped", "no-deployment")]
 
 
 @pytest.fixture
