@@ -71,7 +71,7 @@ class Result:
     alert: str
     fingerprint: str
     status: str
-    action: str  # created | skipped | error
+    action: str  # created | skipped
     reason: str = ""
     message: str = ""
     deployment: str | None = None  # namespace/name
