@@ -1,4 +1,4 @@
-"""The Argo CD health script, run by a real Lua 5.1 interpreter (Argo CD embeds gopher-lua, 5.1)."""
+"""The Argo CD health script, run in gopher-lua (the Lua 5.1 Argo CD embeds) by hack/argocd-health."""
 
 from __future__ import annotations
 
@@ -50,3 +50,23 @@ def test_message_comes_from_the_condition() -> None:
     obj = {"metadata": META, "status": {"observedGeneration": 2, "phase": "Failed",
                                         "conditions": [cond("Ready", "False", "X", "exit 3")]}}
     assert health(obj) == ("Degraded", "exit 3")
+
+
+def test_runs_in_gopher_lua_with_argo_cds_libraries(tmp_path) -> None:  # noqa: ANN001
+    """The helper is gopher-lua with Argo CD's library set: `os`/`io` are not there."""
+    probe = tmp_path / "probe.lua"
+    probe.write_text('return {status = "Healthy", message = _VERSION .. " os=" .. tostring(os)'
+                     ' .. " io=" .. tostring(io) .. " n=" .. obj.n}')
+    assert health({"n": 3}, script=probe) == ("Healthy", "Lua 5.1 os=nil io=nil n=3")
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ("return {status = 'Fine'}", "invalid health status"),
+    ("return 'Healthy'", "expect table output"),
+    ("error('boom')", "boom"),
+])
+def test_a_bad_script_is_an_error_not_a_status(tmp_path, body: str, error: str) -> None:  # noqa: ANN001
+    bad = tmp_path / "bad.lua"
+    bad.write_text(body)
+    with pytest.raises(AssertionError, match=error):
+        health({}, script=bad)
