@@ -8,9 +8,10 @@ Every alert goes to one receiver, ``mlops-operator``: a webhook to the operator'
 so that the tests and the demo see a notification within seconds *and* its repeats (which must
 not start a second TrainingRun). HA gossip is off (``--cluster.listen-address=``).
 
-Prometheus sends its alerts here with ``alerting.alertmanagers[].static_configs`` (see
-:func:`prometheus_alerting` and :func:`render_rules`, which give the local stack's Prometheus
-this Alertmanager and the project's rules with shorter ``for:`` durations for the demo).
+The local stack's Prometheus sends its alerts here with
+``PrometheusServer(..., rule_files=render_rules(dir, {...}), alertmanager_url=am.url)``:
+:func:`render_rules` gives it the project's rules with shorter ``for:`` durations for the demo;
+:func:`prometheus_alerting` is the same ``alerting:`` section for a hand-written config.
 """
 
 from __future__ import annotations

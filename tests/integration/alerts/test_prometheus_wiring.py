@@ -1,5 +1,6 @@
 """The wiring the local stack's Prometheus needs: the project's rules (as rendered for the demo)
-load in the real Prometheus, and it finds the real Alertmanager through ``alerting:``."""
+load in the real Prometheus, and ``PrometheusServer(alertmanager_url=...)`` finds the real
+Alertmanager."""
 
 from __future__ import annotations
 
@@ -8,26 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from mlops_localstack.alertmanager import AlertmanagerServer, prometheus_alerting, render_rules
+from mlops_localstack.alertmanager import AlertmanagerServer, render_rules
 from mlops_localstack.cluster import Cluster, poll
 from mlops_localstack.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.integration
-
-
-class _AlertingPrometheus(PrometheusServer):
-    """PrometheusServer plus an ``alerting:`` section (what the local stack should add)."""
-
-    alertmanager_url: str = ""
-
-    def write_config(self) -> Path:
-        path = super().write_config()
-        config = yaml.safe_load(path.read_text())
-        config["alerting"] = prometheus_alerting(self.alertmanager_url)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
 
 
 def _get(url: str) -> Any:
@@ -40,10 +27,8 @@ def test_prometheus_loads_the_rules_and_finds_alertmanager(cluster: Cluster,
                             token="t").start()
     try:
         rules = render_rules(tmp_path / "rules", for_overrides={"ModelFeatureDrift": "30s"})
-        prom = _AlertingPrometheus(tmp_path / "prom", kubeconfig=cluster.kubeconfig,
-                                   rule_files=rules)
-        prom.alertmanager_url = am.url
-        prom.start()
+        prom = PrometheusServer(tmp_path / "prom", kubeconfig=cluster.kubeconfig,
+                                rule_files=rules, alertmanager_url=am.url).start()
         try:
             groups = _get(f"{prom.url}/api/v1/rules")["groups"]
             loaded = {r["name"]: r for g in groups for r in g["rules"]}
