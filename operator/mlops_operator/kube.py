@@ -152,3 +152,16 @@ def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, An
     return CustomObjectsApi(api()).patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
     )
+
+
+def failed_create(namespace: str, uid: str) -> str | None:
+    """The message of the latest ``FailedCreate`` Event of the object ``uid`` (a Job or
+    ReplicaSet whose pods the apiserver refused: admission, quota, a missing ServiceAccount)."""
+    from kubernetes.client import CoreV1Api
+
+    events = CoreV1Api(api()).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.uid={uid},reason=FailedCreate").items
+    if not events:
+        return None
+    latest = max(events, key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+    return str(latest.message or "FailedCreate")

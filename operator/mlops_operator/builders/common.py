@@ -75,3 +75,8 @@ def restricted_security_context() -> dict[str, Any]:
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def restricted_pod_security_context() -> dict[str, Any]:
+    """The pod-level part of the ``restricted`` Pod Security Standard."""
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}

@@ -50,6 +50,7 @@ from .common import (
     OPERATOR,
     label_value,
     owner_reference,
+    restricted_pod_security_context,
     restricted_security_context,
     truncate,
 )
@@ -224,11 +225,6 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def pod_security_context() -> dict[str, Any]:
-    """The pod-level part of the ``restricted`` Pod Security Standard."""
-    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
-
-
 def container_spec(
     name: str,
     image: str,
@@ -255,7 +251,7 @@ def container_spec(
 def pod_spec(container: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "containers": [container],
-        "securityContext": pod_security_context(),
+        "securityContext": restricted_pod_security_context(),
         "enableServiceLinks": False,  # no FOO_PORT=tcp://... env that could shadow settings
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         **extra,

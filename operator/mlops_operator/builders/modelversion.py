@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..api import Check, ValidationJob
-from .common import LABEL_MODELVERSION, MANAGED_BY_LABELS, child_name, owner_reference
+from .common import (
+    LABEL_MODELVERSION,
+    MANAGED_BY_LABELS,
+    child_name,
+    owner_reference,
+    restricted_pod_security_context,
+    restricted_security_context,
+)
 
 #: The runtime image's holdout evaluator (``mlops-runtime evaluate``).
 DEFAULT_EVALUATE_COMMAND = ("python", "-m", "mlops_runtime.evaluate")
@@ -45,6 +52,7 @@ def build_validation_job(
         "command": list(job.command) if job.command else list(DEFAULT_EVALUATE_COMMAND),
         "env": env,
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": restricted_security_context(),
     }
     if job.args:
         container["args"] = list(job.args)
@@ -62,7 +70,8 @@ def build_validation_job(
             "backoffLimit": 0,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"restartPolicy": "Never", "containers": [container]},
+                "spec": {"restartPolicy": "Never", "containers": [container],
+                         "securityContext": restricted_pod_security_context()},
             },
         },
     }

@@ -25,6 +25,8 @@ from .common import (
     OPERATOR,
     label_value,
     owner_reference,
+    restricted_pod_security_context,
+    restricted_security_context,
     truncate,
 )
 
@@ -172,6 +174,7 @@ def build_job(
         "command": list(spec.command) if spec.command else list(DEFAULT_COMMAND),
         "env": build_env(tr_name, namespace, spec, run_id, tracking_uri, experiment),
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": restricted_security_context(),
     }
     if spec.args:
         container["args"] = list(spec.args)
@@ -179,7 +182,8 @@ def build_job(
         container["envFrom"] = [e.to_k8s() for e in spec.env_from]
     if spec.resources is not None:
         container["resources"] = spec.resources.to_k8s()
-    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container],
+                                "securityContext": restricted_pod_security_context()}
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
     if spec.node_selector:

@@ -231,6 +231,13 @@ def track(p: Pass, spec: TrainingRunSpec, job: dict[str, Any], run_id: str) -> N
     elif phase == "Pending":
         reason, message = pending_reason(pods) or (
             "JobPending", "waiting for the training pod to start")
+        refused = None if pods else kube.failed_create(p.namespace, job["metadata"]["uid"])
+        if refused:
+            reason, message = "FailedCreate", f"the training pod cannot be created: {refused}"
+            if st.condition("Ready").get("reason") != reason:
+                kopf.warn(p.body, reason=reason, message=message[:1024])
+        if not pods:
+            p.requeue(min(3.0, p.settings.resync_seconds))  # a refusal shows within seconds
     if phase != st.phase or st.condition("Ready").get("reason") != reason:
         st.cond("Ready", False, reason, message)
         st.cond("Progressing", True, reason, message)

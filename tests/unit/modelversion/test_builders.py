@@ -50,3 +50,18 @@ def test_job_outcome_and_termination_message() -> None:
     pod = {"status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 2,
                                                                        "reason": "Error"}}}]}}
     assert pod_termination_message(pod) == "Error (exit code 2)"
+
+
+def test_validation_pods_meet_the_restricted_pod_security_standard() -> None:
+    from mlops_operator.builders.common import (
+        restricted_pod_security_context,
+        restricted_security_context,
+    )
+
+    job = build_validation_job(
+        mv_name="iris-v3", namespace="ml", uid="u", model="iris", version="3", run_id=None,
+        job=ValidationJob(image="img"), tracking_uri="u",
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"] == restricted_pod_security_context()
+    assert pod["containers"][0]["securityContext"] == restricted_security_context()

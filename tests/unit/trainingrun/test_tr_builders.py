@@ -325,3 +325,16 @@ def test_image_defaults_to_the_operators_training_image() -> None:
     assert container["image"] == "default/image:1"
     (container,) = job(example_spec(image="mine:2"))["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "mine:2"
+
+
+def test_training_pods_meet_the_restricted_pod_security_standard() -> None:
+    from mlops_operator.builders.common import (
+        restricted_pod_security_context,
+        restricted_security_context,
+    )
+
+    job = build_job("tr", "ns", "uid", example_spec(), "run", "http://mlflow", "iris", "img")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"] == restricted_pod_security_context()
+    assert [c["securityContext"] for c in pod["containers"]] == [restricted_security_context()]
+    assert restricted_security_context()["capabilities"] == {"drop": ["ALL"]}
