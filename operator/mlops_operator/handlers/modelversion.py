@@ -276,8 +276,16 @@ def run_validation_job(p: Pass, mv: ModelVersionSpec, version: str,
         kopf.info(p.body, reason="ValidationJobCreated", message=f"created Job {name}")
     outcome, _, _ = job_outcome(job)
     if outcome not in ("Succeeded", "Failed"):
-        p.status.cond("Ready", False, "ValidationJobRunning", f"waiting for Job {name}")
-        p.requeue(p.settings.resync_seconds)  # events come first; this is the safety net
+        refused = None if (job.get("status") or {}).get("active") else kube.failed_create(
+            p.namespace, job["metadata"]["uid"])
+        if refused:
+            message = f"validation Job {name} cannot create its pod: {refused}"
+            if p.status.cond("Ready", False, "FailedCreate", message):
+                kopf.warn(p.body, reason="FailedCreate", message=message[:1024])
+            p.requeue(min(3.0, p.settings.resync_seconds))
+        else:
+            p.status.cond("Ready", False, "ValidationJobRunning", f"waiting for Job {name}")
+            p.requeue(p.settings.resync_seconds)  # events come first; this is the safety net
         raise Waiting(f"waiting for validation Job {name}")
     if outcome == "Failed":
         pods = kube.list_("v1", "Pod", p.namespace, f"job-name={name}")
