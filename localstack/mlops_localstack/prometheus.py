@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,13 +128,17 @@ def pod_scrape_config(kubeconfig: Path, job: str = "kubernetes-pods") -> dict[st
 
 def prometheus_config(
     kubeconfig: Path, scrape_interval: str = "2s", rule_files: Sequence[Path] = (),
-    alertmanager_url: str | None = None,
+    alertmanager_url: str | None = None, static_targets: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """The whole ``prometheus.yml`` (alerts go to ``alertmanager_url`` when given)."""
+    """The whole ``prometheus.yml`` (alerts go to ``alertmanager_url`` when given;
+    ``static_targets`` maps a job name to ``host:port`` targets outside the cluster, such as the
+    operator's own /metrics when it runs as a process)."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
                    "scrape_timeout": scrape_interval},
-        "scrape_configs": [pod_scrape_config(kubeconfig)],
+        "scrape_configs": [pod_scrape_config(kubeconfig)] + [
+            {"job_name": job, "static_configs": [{"targets": list(targets)}]}
+            for job, targets in (static_targets or {}).items()],
     }
     if rule_files:
         config["rule_files"] = [str(p) for p in rule_files]
@@ -160,6 +164,7 @@ class PrometheusServer(LoopbackServer):
     scrape_interval: str = field(default="2s", kw_only=True)
     rule_files: Sequence[Path] = field(default=(), kw_only=True)
     alertmanager_url: str | None = field(default=None, kw_only=True)
+    static_targets: Mapping[str, Sequence[str]] = field(default_factory=dict, kw_only=True)
 
     @property
     def config_path(self) -> Path:
@@ -167,7 +172,7 @@ class PrometheusServer(LoopbackServer):
 
     def write_config(self) -> Path:
         config = prometheus_config(Path(self.kubeconfig).absolute(), self.scrape_interval,
-                                   self.rule_files, self.alertmanager_url)
+                                   self.rule_files, self.alertmanager_url, self.static_targets)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return self.config_path
 

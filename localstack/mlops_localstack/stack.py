@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from .alertmanager import AlertmanagerServer, render_rules
 from .binaries import ensure_binaries
 from .cluster import Cluster
 from .controlplane import ControlPlane
@@ -65,11 +67,17 @@ class LocalStack(Component):
     with_mlflow: bool = True
     with_operator: bool = True
     with_prometheus: bool = True
+    #: Alertmanager routing the project's rules' alerts to the operator's webhook
+    with_alertmanager: bool = True
+    #: shorter ``for:`` of alert rules than the shipped ones (5 min of drift): on a dev stack
+    #: the demo loop closes in minutes
+    rule_for: dict[str, str] = field(default_factory=lambda: {"ModelFeatureDrift": "20s"})
     #: pod addresses of its node: apart from the test fixtures' nodes (127.10/16, 127.11/16, ...)
     pod_range: str = "127.30.0.0/16"
     control_plane: ControlPlane | None = field(default=None, init=False)
     mlflow: MlflowServer | None = field(default=None, init=False)
     prometheus: PrometheusServer | None = field(default=None, init=False)
+    alertmanager: AlertmanagerServer | None = field(default=None, init=False)
     node: Any = field(default=None, init=False)
     operator: ManagedProcess | None = field(default=None, init=False)
     state: dict[str, Any] = field(default_factory=dict, init=False)
@@ -109,18 +117,35 @@ class LocalStack(Component):
                                     ip_range=self.pod_range)
             self.node.start()
             self.state["components"]["node"] = str(self.state_dir / "node")
+        receiver_port, metrics_port = free_port(), free_port()
+        token = secrets.token_urlsafe(24)
+        if self.with_alertmanager and self.with_prometheus and self.with_operator:
+            self.alertmanager = AlertmanagerServer(
+                self.state_dir / "alertmanager",
+                receiver_url=f"http://127.0.0.1:{receiver_port}/api/v1/alerts", token=token,
+            ).start()
+            self.state["alertmanagerUrl"] = self.alertmanager.url
+            self.state["components"]["alertmanager"] = self.alertmanager.url
         if self.with_prometheus:
-            self.prometheus = PrometheusServer(self.state_dir / "prometheus",
-                                               kubeconfig=self.control_plane.kubeconfig).start()
+            rules = render_rules(self.state_dir / "rules", for_overrides=self.rule_for) if (
+                self.alertmanager) else ()
+            self.prometheus = PrometheusServer(
+                self.state_dir / "prometheus", kubeconfig=self.control_plane.kubeconfig,
+                rule_files=tuple(rules),
+                alertmanager_url=self.alertmanager.url if self.alertmanager else None,
+                static_targets={"mlops-operator": [f"127.0.0.1:{metrics_port}"]}
+                if self.with_operator else {},
+            ).start()
             self.state["prometheusUrl"] = self.prometheus.url
             self.state["components"]["prometheus"] = self.prometheus.url
         if self.with_operator:
-            metrics_port = free_port()
             env = cluster.env
             env.update(
                 MLOPS_METRICS_PORT=str(metrics_port),
                 MLOPS_METRICS_HOST="127.0.0.1",
-                MLOPS_ALERT_RECEIVER_PORT=str(free_port()),
+                MLOPS_ALERT_RECEIVER_PORT=str(receiver_port),
+                MLOPS_ALERT_RECEIVER_HOST="127.0.0.1",
+                MLOPS_ALERT_RECEIVER_TOKEN=token,
             )
             if self.mlflow:
                 env["MLOPS_MLFLOW_TRACKING_URI"] = self.mlflow.tracking_uri
@@ -133,7 +158,7 @@ class LocalStack(Component):
 
     def check(self) -> None:
         """Raise when a component has died."""
-        for component in (self.control_plane, self.mlflow, self.prometheus):
+        for component in (self.control_plane, self.mlflow, self.prometheus, self.alertmanager):
             if component:
                 component.check()
         if self.operator:
@@ -147,6 +172,8 @@ class LocalStack(Component):
                 self.node.stop()
         if self.prometheus:
             self.prometheus.stop()
+        if self.alertmanager:
+            self.alertmanager.stop()
         if self.mlflow:
             self.mlflow.stop()
         if self.control_plane:

@@ -27,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true",
                       help="exit 1 when the files in --out differ from the generated CRDs")
 
+    stages = sub.add_parser("stages", help="pipeline stages: runs, success rate, p50/avg duration")
+    stages.add_argument("--url", default=None, help="Prometheus base URL, or an operator's "
+                        "/metrics URL (default: MLOPS_PROMETHEUS_URL)")
+    stages.add_argument("--window", default=None, help="only the last WINDOW, e.g. 1h (Prometheus)")
+    stages.add_argument("--json", action="store_true", help="JSON instead of the table")
+
     local = sub.add_parser("local", help="the local stack (control plane, node, MLflow, operator)")
     lsub = local.add_subparsers(dest="action", required=True)
     for name, text in (("up", "start it"), ("down", "stop it"), ("status", "show it"),
@@ -112,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         run(namespaces=args.namespace or None, verbose=args.verbose, liveness=args.liveness,
             all_namespaces=args.all_namespaces)
         return 0
+    if args.command == "stages":
+        from .stages import main as stages_main
+
+        return int(stages_main(args.url, args.window, args.json) or 0)
     if args.command == "crds":
         from . import crdgen
 

@@ -17,6 +17,8 @@ from typing import Any
 from . import GROUP, VERSION
 
 FIELD_MANAGER = "mlops-operator"
+#: (connect, read) seconds of every request: a call never hangs a worker on a dead connection
+TIMEOUT = (5.0, 30.0)
 _lock = threading.Lock()
 _api: Any = None
 
@@ -88,7 +90,8 @@ def _dynamic(api_version: str, kind: str) -> Any:
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     """The object as the API has it now, or None."""
     try:
-        return _dynamic(api_version, kind).get(name=name, namespace=namespace).to_dict()
+        return _dynamic(api_version, kind).get(name=name, namespace=namespace,
+                                               _request_timeout=TIMEOUT).to_dict()
     except Exception as exc:
         if is_status(exc, 404):
             return None
@@ -97,7 +100,8 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any
 
 def list_(api_version: str, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
     """Objects of a kind in a namespace matching a label selector."""
-    res = _dynamic(api_version, kind).get(namespace=namespace, label_selector=selector or None)
+    res = _dynamic(api_version, kind).get(namespace=namespace, label_selector=selector or None,
+                                          _request_timeout=TIMEOUT)
     return [item.to_dict() for item in res.items]
 
 
@@ -110,7 +114,8 @@ def create_or_get(manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     meta = manifest["metadata"]
     res = _dynamic(manifest["apiVersion"], manifest["kind"])
     try:
-        return res.create(body=dict(manifest), namespace=meta["namespace"]).to_dict(), True
+        return res.create(body=dict(manifest), namespace=meta["namespace"],
+                          _request_timeout=TIMEOUT).to_dict(), True
     except Exception as exc:
         if not is_status(exc, 409):
             raise
@@ -128,7 +133,7 @@ def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
     res = _dynamic(manifest["apiVersion"], manifest["kind"])
     return res.server_side_apply(
         body=dict(manifest), name=meta["name"], namespace=meta["namespace"],
-        field_manager=FIELD_MANAGER, force_conflicts=True,
+        field_manager=FIELD_MANAGER, force_conflicts=True, _request_timeout=TIMEOUT,
     ).to_dict()
 
 
@@ -136,7 +141,8 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
     """Delete (background propagation); False when it was gone already."""
     try:
         _dynamic(api_version, kind).delete(
-            name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+            name=name, namespace=namespace, body={"propagationPolicy": "Background"},
+            _request_timeout=TIMEOUT,
         )
         return True
     except Exception as exc:
@@ -150,7 +156,8 @@ def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, An
     from kubernetes.client import CustomObjectsApi
 
     return CustomObjectsApi(api()).patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
+        GROUP, VERSION, namespace, plural, name, {"status": dict(status)},
+        _request_timeout=TIMEOUT,
     )
 
 
@@ -160,7 +167,8 @@ def failed_create(namespace: str, uid: str) -> str | None:
     from kubernetes.client import CoreV1Api
 
     events = CoreV1Api(api()).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.uid={uid},reason=FailedCreate").items
+        namespace, field_selector=f"involvedObject.uid={uid},reason=FailedCreate",
+        _request_timeout=TIMEOUT).items
     if not events:
         return None
     latest = max(events, key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)

@@ -24,7 +24,8 @@ STAGE_DURATION = Histogram(
     "mlops_stage_duration_seconds",
     "Wall-clock duration of pipeline stages, by stage and result",
     ["stage", "result"],
-    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, float("inf")),
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+             7200, float("inf")),
 )
 RECONCILE_ERRORS = Counter(
     "mlops_reconcile_errors_total",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -50,6 +50,21 @@ class OperatorSettings(BaseSettings):
     metrics_port: int = Field(8081, description="port of the operator's Prometheus /metrics")
     metrics_host: str = Field("0.0.0.0", description="bind address of /metrics")
     alert_receiver_port: int = Field(8082, description="port of the Alertmanager webhook")
+    alert_receiver_host: str = Field("0.0.0.0", description="bind address of the Alertmanager webhook")
+    alert_receiver_token_secret_name: str = Field(
+        "", description="Secret holding the webhook's bearer token (empty: "
+        "MLOPS_ALERT_RECEIVER_TOKEN, else the receiver is off)",
+    )
+    alert_receiver_token_secret_namespace: str = Field(
+        "", description="namespace of that Secret; default the operator's own"
+    )
+    alert_receiver_token_secret_key: str = Field("token", description="key of the token in that Secret")
+    alert_receiver_token: SecretStr | None = Field(
+        None, description="the webhook's bearer token itself (development and tests; prefer the Secret)"
+    )
+    alert_receiver_max_body_bytes: int = Field(
+        1 << 20, ge=1024, description="largest webhook body accepted (413 above)"
+    )
     resync_seconds: float = Field(
         30.0, description="how often resources are re-checked (jobs, registry aliases, rollouts)"
     )

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from .. import GROUP, VERSION, kube
 from .. import analysis as an
+from ..alerts import deployment_selector, last_retrain
 from ..aliases import WATCH
 from ..api import ModelDeploymentSpec
 from ..builders.common import LABEL_DEPLOYMENT, MANAGED_BY, OPERATOR, label_value
@@ -280,13 +281,17 @@ def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
         if version:
             entry.update(version=version, modelUri=f"models:/{spec.model}/{version}")
             if not _rolled_out(dep, version):
-                waiting.append(v.name + _why_waiting(p, v.name))
+                waiting.append(v.name + _why_waiting(p, v.name, dep))
         variants.append(entry)
     if decision.canary:
         dep = deployments.get(variant_name(p.name, decision.canary[0], "canary"))
         s = (dep or {}).get("status") or {}
         ready += s.get("readyReplicas", 0)
         desired_total += ((dep or {}).get("spec") or {}).get("replicas", 1)
+    if spec.retrain is not None:
+        st.set(lastRetrain=last_retrain(
+            kube.list_(f"{GROUP}/{VERSION}", "TrainingRun", p.namespace,
+                       deployment_selector(p.name))))
     st.set(variants=variants, ready=f"{ready}/{desired_total}", traffic=summary_of(split),
            champion=variants[0].get("version"),
            challenger=variants[1].get("version") if len(variants) > 1 else None,
@@ -318,7 +323,11 @@ def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
     return phase
 
 
-def _why_waiting(p: Pass, variant: str) -> str:
+def _why_waiting(p: Pass, variant: str, dep: dict[str, Any] | None) -> str:
+    """Why a variant's pods are not ready: pods refused (quota, admission) or waiting."""
+    for cond in ((dep or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return f" ({cond.get('reason', 'FailedCreate')}: {cond.get('message', '')})"
     pods = kube.list_("v1", "Pod", p.namespace,
                       f"{LABEL_DEPLOYMENT}={label_value(p.name)},mlops.dev/variant={variant}")
     why = pending_reason(pods)
@@ -332,5 +341,5 @@ def _forget(key: tuple[str, str]) -> None:
 
 CONTROLLER = controller(
     "ModelDeployment", PLURAL, reconcile,
-    children=[("apps", "v1", "deployments")], forget=_forget,
+    children=[("apps", "v1", "deployments"), (GROUP, VERSION, "trainingruns")], forget=_forget,
 )

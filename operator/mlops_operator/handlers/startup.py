@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from .. import GROUP
+from ..alerts import start_receiver, stop_receiver
 from ..aliases import WATCH
 from ..controller import CONTROLLERS
 from ..metrics import serve_metrics
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 _tasks: list[asyncio.Task[None]] = []
+_receiver: list[Any] = []
 
 
 @kopf.on.startup()
@@ -58,6 +60,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             raise kopf.PermanentError(
                 f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc}"
             ) from exc
+    try:
+        _receiver.append(await start_receiver(cfg))
+    except OSError as exc:
+        raise kopf.PermanentError(f"cannot serve the alert receiver: {exc}") from exc
     for ctl in CONTROLLERS.values():
         await ctl.start(cfg.workers)
     _tasks.append(asyncio.create_task(WATCH.run(
@@ -69,7 +75,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def shutdown(**_: Any) -> None:
-    """Stop the workers and the alias watch."""
+    """Stop the alert receiver, the workers and the alias watch."""
+    while _receiver:
+        await stop_receiver(_receiver.pop())
     for task in _tasks:
         task.cancel()
     await asyncio.gather(*_tasks, return_exceptions=True)
