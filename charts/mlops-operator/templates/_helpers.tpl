@@ -22,3 +22,79 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.mlflow.enabled -}}http://{{ include "mlops-operator.fullname" . }}-mlflow:5000
 {{- else -}}{{ .Values.mlflow.trackingUri }}{{- end -}}
 {{- end -}}
+
+{{- /*
+RBAC. The rules below are exactly what the controllers exercise (tests/integration/chart/
+test_rbac.py derives them from the API server's audit log of a full run and compares):
+"namespaced" = what the operator does inside a watched namespace, "cluster" = what kopf needs
+cluster-wide. Rights the operator never uses itself but must hold to create the serving
+router's Role (RBAC forbids granting what one does not have) are marked "delegated".
+*/ -}}
+{{- define "mlops-operator.namespacedRules" -}}
+# the three kinds: kopf lists/watches them and patches its finalizer and annotations
+- apiGroups: [mlops.dev]
+  resources: [trainingruns, modelversions, modeldeployments]
+  verbs: [list, watch, patch]
+# a TrainingRun registers its ModelVersion; a ModelDeployment reads the versions of its model
+- apiGroups: [mlops.dev]
+  resources: [modelversions]
+  verbs: [create, get]
+# one status patch per reconcile pass
+- apiGroups: [mlops.dev]
+  resources: [trainingruns/status, modelversions/status, modeldeployments/status]
+  verbs: [patch]
+# training and validation Jobs (watched, created once, deleted with their TrainingRun)
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch, get, create, delete]
+# the Jobs' and the serving Deployments' pods (delegated: the router lists them)
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+# kopf's and the controllers' Events
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+# serving: server-side apply (patch; create when new), prune (list, delete)
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [services, configmaps]
+  verbs: [list, get, create, patch, delete]
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [list, create, patch, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list, create, patch, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [list, create, patch, delete]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [list, create, patch, delete]
+# delegated: the router's Role lets it list EndpointSlices
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list]
+{{- end -}}
+
+{{- define "mlops-operator.clusterRules" -}}
+# kopf: notices CRDs (re)installed while it runs
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- if .Values.watchNamespaces }}
+# kopf: the watched namespaces appearing and disappearing
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+{{- if and .Values.peering (not .Values.watchNamespaces) }}
+# kopf peering (HA): cluster-wide peering object
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings]
+  verbs: [list, watch, patch]
+{{- end }}
+{{- end -}}
