@@ -55,6 +55,16 @@ def test_monitor_window_scores_drift(iris, iris_baseline) -> None:  # noqa: ANN0
     assert drifted[names[0]] > 5 * max(drifted[n] for n in names[1:])
 
 
+def test_no_score_until_the_window_has_enough_rows(iris, iris_baseline) -> None:  # noqa: ANN001
+    X, _, _ = iris
+    monitor = DriftMonitor(iris_baseline, window=1000, min_rows=50)
+    monitor.observe(X[:49])
+    assert monitor.scores() == {}  # 49 rows: too few to score
+    monitor.observe(X[49:50])
+    assert len(monitor.scores()) == 4
+    assert DriftMonitor(iris_baseline, window=20).min_rows == 20  # never more than the window
+
+
 def test_monitor_ignores_rows_of_the_wrong_width(iris_baseline) -> None:  # noqa: ANN001
     monitor = DriftMonitor(iris_baseline, window=10)
     monitor.observe(np.ones((3, 2)))
@@ -78,8 +88,10 @@ def test_drift_metric_exported(iris_model_dir, iris, iris_baseline, scrape) -> N
     plane.install(model)
     X, _, names = iris
     with TestClient(create_app(settings, plane)) as c:
-        rows = (X[:20] + np.array([0, 0, 5.0, 0])).tolist()
-        assert c.post("/predict", json={"instances": rows}).status_code == 200
+        rows = (X[:50] + np.array([0, 0, 5.0, 0])).tolist()
+        assert c.post("/predict", json={"instances": rows[:20]}).status_code == 200
+        assert "mlops_runtime_feature_drift_psi{" not in c.get("/metrics").text  # 20 < 50 rows
+        assert c.post("/predict", json={"instances": rows[20:]}).status_code == 200
         text = c.get("/metrics").text
     psi = {s.labels["feature"]: s.value for s in scrape(text).series("mlops_runtime_feature_drift_psi")}
     assert set(psi) == set(names)
