@@ -70,3 +70,27 @@ def test_a_bad_script_is_an_error_not_a_status(tmp_path, body: str, error: str) 
     bad.write_text(body)
     with pytest.raises(AssertionError, match=error):
         health({}, script=bad)
+
+
+def test_the_documented_argocd_cm_snippet_carries_the_script_for_the_three_kinds() -> None:
+    import yaml
+    from argocd_health import REPO, SCRIPT
+
+    cm = yaml.safe_load((REPO / "examples/argocd/argocd-cm.yml").read_text())
+    keys = {f"resource.customizations.health.mlops.dev_{k}"
+            for k in ("TrainingRun", "ModelVersion", "ModelDeployment")}
+    assert set(cm["data"]) == keys
+    assert all(cm["data"][k] == SCRIPT.read_text() for k in keys)
+
+
+def test_the_example_applications_sync_server_side(tmp_path) -> None:  # noqa: ANN001
+    import yaml
+    from argocd_health import REPO
+
+    apps = list(yaml.safe_load_all((REPO / "examples/argocd/application.yml").read_text()))
+    assert [a["kind"] for a in apps] == ["Application", "Application"]
+    for app in apps:
+        assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
+    chart = apps[0]["spec"]["source"]
+    assert chart["chart"] == "mlops-operator" and chart["helm"]["valuesObject"]["mlflow"]["trackingUri"]
+    assert (REPO / apps[1]["spec"]["source"]["path"]).is_dir()
