@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 PredictFn = Callable[[str, np.ndarray], np.ndarray]
 BatchHook = Callable[[str, np.ndarray, np.ndarray], None]
+#: How long the peak of concurrent requests is remembered (see :meth:`MicroBatcher.concurrency`).
+PEAK_WINDOW_S = 0.05
+#: Sleep while waiting for expected requests that have not started yet.
+IO_WAIT_S = 0.0002
 
 
 class _Item:
@@ -63,10 +67,24 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self.in_flight = 0
         self.batches = 0
+        self._peak = 0
+        self._peak_at = 0.0
 
     def enter(self) -> None:
         """A request has started (it may submit soon); lets batches wait for it under load."""
         self.in_flight += 1
+        if self.in_flight >= self._peak:
+            self._peak, self._peak_at = self.in_flight, time.perf_counter()
+
+    def concurrency(self) -> int:
+        """Requests in flight now, or the most seen in the last ``PEAK_WINDOW_S`` if more.
+
+        Transports that start requests one event-loop turn at a time (grpcio's asyncio server
+        does) show only a few in flight at the moment a batch is taken, although many clients
+        are waiting to be started; the recent peak says how many to expect."""
+        if time.perf_counter() - self._peak_at > PEAK_WINDOW_S:
+            self._peak, self._peak_at = self.in_flight, time.perf_counter()
+        return max(self.in_flight, self._peak)
 
     def leave(self) -> None:
         """A request has finished."""
@@ -106,16 +124,20 @@ class MicroBatcher:
                 await self._run_batch(self._take())
 
     async def _gather(self) -> None:
-        """Under load, give requests already in flight a moment to join the batch."""
-        if self.in_flight <= 1 or self.max_wait_s <= 0:
+        """Under load, give requests in flight (or, by the recent peak, about to be) a moment to
+        join the batch; never longer than ``max_wait_s``, never beyond ``max_batch_size`` rows."""
+        expected = self.concurrency()
+        if expected <= 1 or self.max_wait_s <= 0:
             return
         deadline = time.perf_counter() + self.max_wait_s
         while (
-            self.in_flight > len(self._queue)
+            (self.in_flight > len(self._queue) or len(self._queue) < expected)
             and sum(i.rows.shape[0] for i in self._queue) < self.max_batch_size
             and time.perf_counter() < deadline
         ):
-            await asyncio.sleep(0)
+            # requests being decoded need loop turns; requests not started yet need the loop to
+            # wait for I/O (a short real sleep, which also lets grpc's poller thread run)
+            await asyncio.sleep(0 if self.in_flight > len(self._queue) else IO_WAIT_S)
 
     def _take(self) -> list[_Item]:
         items: list[_Item] = []

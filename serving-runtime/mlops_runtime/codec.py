@@ -90,7 +90,7 @@ def header_length(headers: Any) -> int | None:
         if name == HEADER_LENGTH:
             if not value.isdigit():
                 raise InvalidRequest(
-                    f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
+                    f"Inference-Header-Content-Length must be a non-negative integer, got {value.decode('latin-1')!r}"
                 )
             return int(value)
     return None
@@ -365,7 +365,8 @@ def decode_infer(
     request_id = message.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidRequest("'id' must be a string")
-    binary_default = bool(_flag(message.get("parameters"), "binary_data_output", "request"))
+    params = message.get("parameters")
+    binary_default = params is not None and bool(_flag(params, "binary_data_output", "request"))
     wanted = message.get("outputs")
     if wanted is None:
         return DecodedRequest(rows, ("predict",), request_id, (binary_default,))
@@ -428,6 +429,11 @@ def encode_infer(
 ) -> tuple[bytes, int | None]:
     """An OIP inference response body, and the ``Inference-Header-Content-Length`` to send with
     it when some outputs travel as binary tensor data (``None`` for plain JSON)."""
+    if True not in request.binary:  # plain JSON: the common case, kept lean
+        return dumps({"model_name": model_name, "model_version": model_version,
+                      "id": request.request_id, "parameters": {},
+                      "outputs": [encode_tensor(n, a) for n, a in zip(request.outputs, results, strict=True)]}
+                     ), None  # fmt: skip
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name, array, binary in zip(request.outputs, results, request.binary, strict=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,3 +53,12 @@ class RuntimeSettings(BaseSettings):
     drift_window: int = Field(default=1000, ge=10, description="rows in the drift sliding window")
     graceful_shutdown_s: float = Field(default=30.0, ge=0.0)
     load_retries: int = Field(default=3, ge=1, description="attempts to load the model")
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> RuntimeSettings:
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(
+                f"MLOPS_RUNTIME_GRPC_PORT ({self.grpc_port}) must differ from MLOPS_RUNTIME_PORT "
+                "(set another port, or 0 for no gRPC)"
+            )
+        return self

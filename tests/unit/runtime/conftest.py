@@ -145,9 +145,9 @@ class ThreadedServer:
     def __init__(self, plane_factory: Callable[[RuntimeSettings], Any], **overrides: Any) -> None:
         from mlops_runtime.server import ModelServer
 
-        settings = RuntimeSettings(host="127.0.0.1", port=0, grpc_port=free_port(),
-                                   graceful_shutdown_s=1.0, load_retries=1,
-                                   **overrides)  # fmt: skip
+        defaults = {"host": "127.0.0.1", "port": 0, "grpc_port": free_port(),
+                    "graceful_shutdown_s": 1.0, "load_retries": 1}  # fmt: skip
+        settings = RuntimeSettings(**{**defaults, **overrides})
         self.settings = settings
         self.plane = plane_factory(settings)
         self.server = ModelServer(settings, self.plane)

@@ -100,3 +100,43 @@ async def test_wrong_row_count_from_the_model_is_an_error() -> None:
     with pytest.raises(Exception, match="returned 1 rows for 2"):
         await batcher.submit("predict", np.zeros((2, 1)))
     await batcher.close()
+
+
+async def _staggered(batcher: MicroBatcher, n: int, gap_s: float) -> list[np.ndarray]:
+    """``n`` requests that start one after another, ``gap_s`` apart (like RPCs that grpcio's
+    asyncio server starts one event-loop turn at a time): few are in flight at any moment."""
+
+    async def one(i: int) -> np.ndarray:
+        await asyncio.sleep(i * gap_s)
+        batcher.enter()
+        try:
+            return await batcher.submit("predict", np.full((1, 2), float(i)))
+        finally:
+            batcher.leave()
+
+    return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def test_the_recent_peak_lets_requests_that_start_later_join() -> None:
+    model = Recorder()
+    batcher = MicroBatcher(model, max_batch_size=64, max_wait_s=0.05)
+    await _concurrent(batcher, [np.ones((1, 2)) for _ in range(8)])  # 8 were in flight at once
+    assert batcher.concurrency() == 8
+    model.calls.clear()
+    results = await _staggered(batcher, 8, gap_s=0.002)
+    assert [r.tolist() for r in results] == [[2.0 * i] for i in range(8)]
+    assert len(model.calls) < 8  # later starters joined waiting batches
+
+
+async def test_without_recent_concurrency_nothing_waits() -> None:
+    model = Recorder()
+    batcher = MicroBatcher(model, max_batch_size=64, max_wait_s=5.0)
+    for i in range(4):  # one client, one request at a time
+        batcher.enter()
+        try:
+            result = await asyncio.wait_for(batcher.submit("predict", np.full((1, 2), i)), 1.0)
+        finally:
+            batcher.leave()
+        assert result.tolist() == [2 * i]
+    assert model.calls == [1, 1, 1, 1]
+    assert batcher.concurrency() == 1

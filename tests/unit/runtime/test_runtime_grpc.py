@@ -224,3 +224,18 @@ def _total(text: str, endpoint: str, code: str) -> float:
         and s.labels.get("endpoint") == endpoint
         and s.labels.get("code") == code
     )
+
+
+def test_grpc_port_setting(start_server, make_echo, monkeypatch) -> None:  # noqa: ANN001
+    from mlops_runtime.settings import RuntimeSettings
+
+    monkeypatch.setenv("MLOPS_RUNTIME_GRPC_PORT", "9001")
+    assert RuntimeSettings().grpc_port == 9001
+    monkeypatch.delenv("MLOPS_RUNTIME_GRPC_PORT")
+    assert RuntimeSettings().grpc_port == 8081
+    with pytest.raises(ValueError, match="must differ from MLOPS_RUNTIME_PORT"):
+        RuntimeSettings(port=8081)
+    server = start_server(make_echo(), grpc_port=0)  # 0 = REST only
+    assert server.server.grpc is None
+    with urllib.request.urlopen(f"http://{server.http}/v2/health/ready", timeout=TIMEOUT) as r:
+        assert r.status == 200
