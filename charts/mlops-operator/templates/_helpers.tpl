@@ -78,6 +78,15 @@ router's Role (RBAC forbids granting what one does not have) are marked "delegat
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list]
+{{- if .Values.alertReceiver.enabled }}
+# the alert receiver: finds the alert's ModelDeployment, its TrainingRuns, starts one
+- apiGroups: [mlops.dev]
+  resources: [modeldeployments, trainingruns]
+  verbs: [get]
+- apiGroups: [mlops.dev]
+  resources: [trainingruns]
+  verbs: [create]
+{{- end }}
 {{- end -}}
 
 {{- define "mlops-operator.clusterRules" -}}

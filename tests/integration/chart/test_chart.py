@@ -118,6 +118,8 @@ def test_optional_objects_are_toggles() -> None:
     dashboard = kinds["ConfigMap"]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     board = json.loads(dashboard["data"]["mlops-operator.json"])
+    # the project's dashboard (dashboards/, linked into the chart like crds/ and rules/)
+    assert board == json.loads((REPO / "dashboards" / "mlops-operator.json").read_text())
     exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
     assert "mlops_stage_total" in exprs and "mlops_runtime_requests_total" in exprs
     rule_groups = kinds["PrometheusRule"]["spec"]["groups"]
@@ -197,3 +199,29 @@ def test_rendered_chart_is_accepted_by_the_apiserver(cluster: Cluster, namespace
         if extra:
             assert "poddisruptionbudget.policy/mlops-mlops-operator serverside-applied" in res.stdout
             assert "role.rbac.authorization.k8s.io/mlops-mlops-operator serverside-applied" in res.stdout
+
+
+def test_alert_receiver_reads_only_its_token_secret() -> None:
+    off = _template()
+    dep = next(d for d in off if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLOPS_ALERT_RECEIVER_PORT"] == "0"
+    docs = _template("--set", "alertReceiver.enabled=true",
+                     "--set", "alertReceiver.tokenSecret.name=am-token")
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLOPS_ALERT_RECEIVER_TOKEN_SECRET_NAME"] == "am-token"
+    assert env["MLOPS_ALERT_RECEIVER_TOKEN_SECRET_NAMESPACE"] == "mlops-system"
+    svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-alerts"))
+    assert svc["spec"]["ports"][0]["port"] == 8082
+    [token_role] = [d for d in docs if d["kind"] == "Role"]
+    assert token_role["metadata"]["namespace"] == "mlops-system"
+    assert token_role["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                                    "resourceNames": ["am-token"], "verbs": ["get"]}]
+    [role] = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert ("mlops.dev", "trainingruns", "create") in _rules(role)
+    assert ("mlops.dev", "trainingruns", "create") not in _rules(
+        next(d for d in off if d["kind"] == "ClusterRole"))
+    out = subprocess.run([_helm(), "template", "mlops", str(CHART), *KUBE,
+                          "--set", "alertReceiver.enabled=true"], capture_output=True, text=True)
+    assert out.returncode != 0 and "at '/alertReceiver/tokenSecret/name'" in out.stderr
