@@ -146,6 +146,7 @@ class GrpcServer:
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
+        self._stopping: asyncio.Future[None] | None = None
 
     async def start(self) -> int:
         """Bind ``settings.host:settings.grpc_port`` and serve; returns the bound port."""
@@ -177,7 +178,13 @@ class GrpcServer:
             await self._health.set(service, status)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, stop."""
+        """Report NOT_SERVING, refuse new calls, let in-flight calls finish for ``grace`` seconds,
+        stop. Safe to call more than once and concurrently (later calls wait for the first)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float | None) -> None:
         if self._server is None:
             return
         if self._health is not None:

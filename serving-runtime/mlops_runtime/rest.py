@@ -72,6 +72,8 @@ def create_app(settings: RuntimeSettings | None = None, plane: DataPlane | None 
     )
     app.state.plane = plane
     app.state.settings = settings
+    #: awaited on shutdown before the plane closes (the gRPC server's drain, see server.py)
+    app.state.shutdown_hooks = []
     _add_error_handlers(app)
     app.include_router(_health_routes(plane))
     app.include_router(_metadata_routes(plane))
@@ -84,14 +86,17 @@ def create_app(settings: RuntimeSettings | None = None, plane: DataPlane | None 
 
 
 def _lifespan(plane: DataPlane) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager]:
-    """Load the model in the background (unless loaded), and close the plane on shutdown."""
+    """Load the model in the background (unless loaded); on shutdown run the app's shutdown
+    hooks, then close the plane."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = None if plane.ready() else asyncio.create_task(plane.load(), name="model-load")
         try:
             yield
         finally:
+            for hook in app.state.shutdown_hooks:
+                await hook()
             if loader is not None and not loader.done():
                 loader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -73,17 +73,30 @@ class ModelServer:
         return None
 
     async def serve(self) -> None:
-        """Serve until :meth:`exit` or SIGTERM/SIGINT; REST drains first, then gRPC."""
+        """Serve until :meth:`exit` or SIGTERM/SIGINT. Shutdown drains both transports at once:
+        gRPC starts its graceful stop as soon as uvicorn is told to exit, and the app's lifespan
+        shutdown (which uvicorn runs before it returns and re-raises the signal) waits for it."""
         if self.settings.grpc_port:
             from mlops_runtime.grpc_server import GrpcServer
 
             self.grpc = GrpcServer(self.plane, self.settings)
             await self.grpc.start()
+            self.app.state.shutdown_hooks.append(self._stop_grpc)
+            watcher = asyncio.create_task(self._stop_grpc_on_exit(), name="grpc-shutdown")
         try:
             await self.http.serve()
         finally:
             if self.grpc is not None:
-                await self.grpc.stop(self.settings.graceful_shutdown_s)
+                watcher.cancel()
+                await self._stop_grpc()
+
+    async def _stop_grpc(self) -> None:
+        await self.grpc.stop(self.settings.graceful_shutdown_s)
+
+    async def _stop_grpc_on_exit(self) -> None:
+        while not self.http.should_exit:
+            await asyncio.sleep(0.05)
+        await self._stop_grpc()
 
     def exit(self) -> None:
         """Ask both servers to stop (thread-safe enough: uvicorn polls the flag)."""

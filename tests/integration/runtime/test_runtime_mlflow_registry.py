@@ -83,13 +83,35 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def _check_grpc(address: str, model: str) -> None:
+    """The same process answers gRPC on the pod IP: health SERVING, ModelInfer on the pinned
+    version."""
+    import grpc
+    import numpy as np
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from mlops_runtime.oip import Stub
+    from mlops_runtime.oip import open_inference_pb2 as pb
+
+    with grpc.insecure_channel(address) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                           timeout=5).status  # fmt: skip
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        request = pb.ModelInferRequest(model_name=model)
+        tensor = request.inputs.add(name="input-0", datatype="FP64", shape=[1, 4])
+        tensor.contents.fp64_contents.extend(ROW["inputs"][0]["data"])
+        response = Stub(channel).ModelInfer(request, timeout=5)
+    assert response.model_version == "2"
+    assert np.frombuffer(response.raw_output_contents[0], "<i8").tolist() == [0]
+
+
 def test_cli_serve_binds_the_pod_ip_and_shuts_down_gracefully(registered_iris, tmp_path) -> None:  # noqa: ANN001
     host = "127.0.0.7"  # like a pod IP on the local stack
-    port = _free_port(host)
+    port, grpc_port = _free_port(host), _free_port(host)
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered_iris.tracking_uri,
            "MLOPS_RUNTIME_MODEL_URI": f"models:/{registered_iris.name}@champion",
            "MLOPS_RUNTIME_HOST": host, "MLOPS_RUNTIME_PORT": str(port),
-           "MLOPS_RUNTIME_VARIANT": "champion"}  # fmt: skip
+           "MLOPS_RUNTIME_GRPC_PORT": str(grpc_port), "MLOPS_RUNTIME_VARIANT": "champion"}  # fmt: skip
     log = (tmp_path / "serve.log").open("w+")
     cli = [sys.executable, "-m", "mlops_runtime.cli", "serve"]
     proc = subprocess.Popen(cli, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -106,6 +128,7 @@ def test_cli_serve_binds_the_pod_ip_and_shuts_down_gracefully(registered_iris, t
                  alive=lambda: None if proc.poll() is None else "server exited")
             r = http.post(f"/v2/models/{registered_iris.name}/infer", json=ROW)
             assert r.status_code == 200 and r.json()["model_version"] == "2"
+        _check_grpc(f"{host}:{grpc_port}", registered_iris.name)
         with pytest.raises(httpx.TransportError):  # bound to the pod IP only
             httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
         proc.send_signal(signal.SIGTERM)

@@ -239,3 +239,47 @@ def test_grpc_port_setting(start_server, make_echo, monkeypatch) -> None:  # noq
     assert server.server.grpc is None
     with urllib.request.urlopen(f"http://{server.http}/v2/health/ready", timeout=TIMEOUT) as r:
         assert r.status == 200
+
+
+def test_shutdown_drains_an_in_flight_grpc_call(start_server, make_echo) -> None:  # noqa: ANN001
+    import threading
+
+    from mlops_localstack.cluster import poll
+
+    model = make_echo()
+    release = threading.Event()
+
+    def slow(rows: np.ndarray) -> np.ndarray:  # runs in a worker thread (inline max 0 rows)
+        release.wait(10)
+        return rows
+
+    model.methods["predict"] = slow
+    server = start_server(model, inline_predict_max_rows=0, graceful_shutdown_s=10.0)
+    outcome: dict[str, object] = {}
+
+    def client() -> None:
+        with grpc.insecure_channel(server.grpc) as channel:
+            try:
+                response = call(channel, "ModelInfer",
+                                infer_request("echo", "FP64", np.ones((1, 2))))  # fmt: skip
+                outcome["result"] = result(response).tolist()
+            except grpc.RpcError as exc:
+                outcome["error"] = exc.code()
+
+    caller = threading.Thread(target=client)
+    caller.start()
+    poll("the call to be in flight", lambda: server.plane.batcher.in_flight == 1, timeout=10,
+         interval=0.01)  # fmt: skip
+    server.server.exit()  # like SIGTERM
+    poll("the gRPC server to start its graceful stop",
+         lambda: server.server.grpc._stopping is not None, timeout=10, interval=0.01)  # fmt: skip
+    with grpc.insecure_channel(server.grpc) as late:  # new calls are refused while draining
+        assert code_of(late, "ServerLive", pb.ServerLiveRequest())[0] == (
+            grpc.StatusCode.UNAVAILABLE
+        )
+    assert caller.is_alive()
+    release.set()
+    caller.join(10)
+    assert outcome == {"result": [[1.0, 1.0]]}
+    server.thread.join(15)
+    assert not server.thread.is_alive()
