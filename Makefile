@@ -4,6 +4,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# test files run in parallel workers (pytest-xdist), each with a control plane, MLflow, node and
+# Prometheus of its own; a file's tests stay together (they share its fixtures)
+TEST_WORKERS ?= 4
 HELM_VERSION ?= v3.19.0
 HELM := $(shell go env GOPATH 2>/dev/null || echo $(HOME)/go)/bin/helm
 
@@ -44,7 +47,7 @@ lint: install
 
 # the whole suite: unit, integration (real control plane + MLflow), e2e
 test: install binaries helm
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

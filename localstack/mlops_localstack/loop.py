@@ -92,7 +92,7 @@ class Traffic(threading.Thread):
                 except httpx.HTTPError as exc:
                     key = type(exc).__name__
                 self.answers[key] += 1
-                time.sleep(0.005 if self.drift.is_set() else 0.02)
+                time.sleep(0.005)
 
     def failed(self) -> int:
         return sum(n for k, n in self.answers.items() if not k.isdigit())
@@ -159,10 +159,13 @@ def run_loop(state: dict[str, Any], namespace: str = "demo",
     traffic = Traffic(f"http://{tl.wait('the router', router_ip, 120)}:8080", "iris")
     traffic.start()
     try:
-        tl.wait("normal traffic", lambda: sum(traffic.answers.values()) >= 300, 120)
+        tl.wait("drift scores of both variants (100 rows each)",
+                lambda: len(drift_scores(prom, namespace)) == 2, 240)
         if alerts_now(prom, namespace):
             raise RuntimeError("the drift alert was pending during normal traffic")
-        tl.mark("normal traffic flowing, no drift alert", dict_text(traffic.answers))
+        scores = drift_scores(prom, namespace)
+        tl.mark("normal traffic, no drift alert: max PSI " + " ".join(
+            f"{v}={x:.2f}" for v, x in sorted(scores.items())), dict_text(traffic.answers))
         traffic.drift.set()
         tl.mark("drifted traffic: every feature shifted")
 
@@ -208,6 +211,14 @@ def alerts_now(prom: str, namespace: str, state: str | None = None) -> list[dict
         sel += f',alertstate="{state}"'
     r = httpx.get(f"{prom}/api/v1/query", params={"query": f"ALERTS{{{sel}}}"}, timeout=10)
     return list(r.json()["data"]["result"])
+
+
+def drift_scores(prom: str, namespace: str) -> dict[str, float]:
+    """The largest feature PSI of each variant of the loop's deployment."""
+    q = (f'max by (variant) (mlops_runtime_feature_drift_psi{{namespace="{namespace}",'
+         f'deployment="iris"}})')
+    r = httpx.get(f"{prom}/api/v1/query", params={"query": q}, timeout=10)
+    return {x["metric"]["variant"]: float(x["value"][1]) for x in r.json()["data"]["result"]}
 
 
 def dict_text(counts: Counter[str]) -> str:

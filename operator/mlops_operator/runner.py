@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import signal
 
 import kopf
 
@@ -26,6 +28,8 @@ def run(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.PLAIN)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr (a stuck pass shows where)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     cfg = get_settings()
     ns = [] if all_namespaces else (namespaces or cfg.namespaces)
     from . import handlers  # noqa: F401 - registers handlers

@@ -331,7 +331,13 @@ def _why_waiting(p: Pass, variant: str, dep: dict[str, Any] | None) -> str:
     pods = kube.list_("v1", "Pod", p.namespace,
                       f"{LABEL_DEPLOYMENT}={label_value(p.name)},mlops.dev/variant={variant}")
     why = pending_reason(pods)
-    return f" ({why[0]}: {why[1]})" if why else ""
+    if why:
+        return f" ({why[0]}: {why[1]})"
+    for pod in pods:  # running, but the readiness probe says no (e.g. the model cannot load)
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Ready" and cond.get("status") == "False":
+                return f" (pod {pod['metadata']['name']} not ready: {cond.get('message') or cond.get('reason') or 'readiness probe failing'})"
+    return ""
 
 
 def _forget(key: tuple[str, str]) -> None:

@@ -154,3 +154,18 @@ class Load:
 
     def failures(self) -> dict[str, int]:
         return {k: v for k, v in self.counts.items() if not k.isdigit()}
+
+
+def manifest(name: str, model: str, router: str, replicas: int = 1,
+             uris: tuple[str, str] | None = None, weights: tuple[int, int] = (70, 30),
+             **extra_meta: Any) -> dict[str, Any]:
+    a, b = uris or (f"models:/{model}@champion", f"models:/{model}/2")
+    return {
+        "apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": name, **extra_meta},
+        "spec": {"model": model, "traffic": {"router": router},
+                 "variants": [{"name": "champion", "modelUri": a, "weight": weights[0],
+                               "replicas": replicas},
+                              {"name": "challenger", "modelUri": b, "weight": weights[1],
+                               "replicas": replicas}]},
+    }

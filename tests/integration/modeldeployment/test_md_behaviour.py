@@ -1,53 +1,21 @@
-"""ModelDeployment behaviour beyond the happy path: traffic modes through the controller, bad
-input that recovers by itself, weight edits without restarts, garbage collection."""
+"""ModelDeployment behaviour beyond the happy path: traffic modes through the controller, and bad
+input (unresolvable variants, pods that never become ready) that is named and recovers."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
-from mdhelpers import MD, register_versions, send
+from mdhelpers import MD, manifest
 
 from mlops_localstack.gateway_api import ensure_gateway_api_crds
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def md(kubectl: Any, namespace: str, operator: Any) -> MD:
-    return MD(kubectl, namespace, operator)
-
-
 @pytest.fixture(scope="session")
 def gateway_api(cluster: Any) -> list[str]:
     return cluster.apply_crds(ensure_gateway_api_crds())
-
-
-@pytest.fixture
-def model(mlflow_server: Any) -> tuple[str, str, str]:
-    """A registered model with two good versions; champion → v1."""
-    from mlflow import MlflowClient
-
-    name = f"md-{uuid.uuid4().hex[:6]}"
-    v1, v2 = register_versions(mlflow_server.tracking_uri, name, ["good", "good"])
-    MlflowClient(mlflow_server.tracking_uri).set_registered_model_alias(name, "champion", v1)
-    return name, v1, v2
-
-
-def manifest(name: str, model: str, router: str, replicas: int = 1,
-             uris: tuple[str, str] | None = None, weights: tuple[int, int] = (70, 30),
-             **extra_meta: Any) -> dict[str, Any]:
-    a, b = uris or (f"models:/{model}@champion", f"models:/{model}/2")
-    return {
-        "apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment",
-        "metadata": {"name": name, **extra_meta},
-        "spec": {"model": model, "traffic": {"router": router},
-                 "variants": [{"name": "champion", "modelUri": a, "weight": weights[0],
-                               "replicas": replicas},
-                              {"name": "challenger", "modelUri": b, "weight": weights[1],
-                               "replicas": replicas}]},
-    }
 
 
 def test_gateway_api_mode_renders_a_weighted_httproute(
@@ -110,83 +78,20 @@ def test_bad_variants_are_reported_by_name_and_recover_by_themselves(
     assert md.operator.logs().count("reconcile failed") == 0
 
 
-def test_an_image_that_never_becomes_ready_is_named_in_the_status(
+def test_pods_that_never_become_ready_are_named_in_the_status(
     node: Any, md: MD, model: tuple[str, str, str],
 ) -> None:
+    """The serving pods run but cannot load their model (MLflow unreachable from them): the
+    deployment stays Progressing and says which variant waits and why."""
     name, v1, v2 = model
-    doc = manifest("crash", name, "service")
-    doc["spec"]["runtime"] = {"env": [{"name": "MLOPS_RUNTIME_PORT", "value": "not-a-port"}]}
+    doc = manifest("stuck", name, "service")
+    doc["spec"]["runtime"] = {"env": [{"name": "MLFLOW_TRACKING_URI",
+                                       "value": "http://127.0.0.1:9"}]}
     md.apply(doc)
 
     def says_why(s: dict[str, Any]) -> bool:
-        msg = md.condition("crash", "Progressing").get("message", "")
-        return s.get("phase") == "Progressing" and "champion" in msg and (
-            "CrashLoopBackOff" in msg or "Error" in msg)
+        msg = md.condition("stuck", "Progressing").get("message", "")
+        return s.get("phase") == "Progressing" and "champion" in msg and "not ready" in msg
 
-    md.wait_status("crash", says_why, "the waiting reason in Progressing", timeout=180)
-
-
-def test_editing_weights_moves_traffic_within_seconds_without_restarting_pods(
-    node: Any, md: MD, model: tuple[str, str, str],
-) -> None:
-    name, v1, v2 = model
-    md.apply(manifest("w", name, "builtin", weights=(100, 0)))
-    md.wait_status("w", lambda s: s.get("phase") == "Ready", "Ready", timeout=240)
-    url = md.router_url("w")
-    assert set(send(url, name, 200)) == {v1}
-    pods = {p["metadata"]["uid"] for p in md.get("pods", selector="mlops.dev/deployment=w")}
-    md.apply(manifest("w", name, "builtin", weights=(0, 100)))
-    md.wait("all traffic on the challenger", lambda: set(send(url, name, 50)) == {v2},
-            timeout=30)
-    after = md.get("pods", selector="mlops.dev/deployment=w")
-    assert {p["metadata"]["uid"] for p in after} == pods
-    assert all(cs.get("restartCount", 0) == 0 for p in after
-               for cs in p["status"].get("containerStatuses") or [])
-    assert md.status("w")["traffic"] == "champion=0 challenger=100"
-
-
-def test_deleting_the_modeldeployment_removes_everything_it_created(
-    node: Any, md: MD, model: tuple[str, str, str], kubectl: Any, namespace: str,
-) -> None:
-    name, v1, v2 = model
-    md.apply(manifest("gone", name, "builtin"))
-    md.wait_status("gone", lambda s: s.get("phase") == "Ready", "Ready", timeout=240)
-    kinds = "deployments,services,configmaps,serviceaccounts,roles,rolebindings"
-    assert md.get(kinds, selector="mlops.dev/deployment=gone")
-    kubectl("delete", "modeldeployment", "gone", "-n", namespace)
-    md.wait("every child to be garbage-collected",
-            lambda: md.get(kinds + ",pods", selector="mlops.dev/deployment=gone") == [],
-            timeout=120)
-
-
-def test_ab_reports_analysis_per_variant_and_names_a_query_prometheus_rejects(
-    node: Any, prometheus: Any, md: MD, model: tuple[str, str, str],
-) -> None:
-    name, v1, v2 = model
-    served = {"name": "served", "successCondition": "result >= 0",
-              "query": 'sum(mlops_runtime_model_ready{namespace="{{namespace}}",'
-                       'deployment="{{deployment}}",variant="{{variant}}",version="{{version}}"})'}
-    broken = {"name": "broken", "query": "sum(rate(", "successCondition": "result < 1"}
-    doc = manifest("ab", name, "builtin")
-    doc["spec"]["rollout"] = {"strategy": "AB", "analysis": {
-        "prometheus": {"address": prometheus.url}, "interval": "2s",
-        "metrics": [served, broken]}}
-    md.apply(doc)
-
-    def rejected(s: dict[str, Any]) -> bool:
-        c = md.condition("ab", "Degraded")
-        return c.get("reason") == "AnalysisQueryRejected" and "broken" in c.get("message", "")
-
-    st = md.wait_status("ab", rejected, "the rejected query named", timeout=240)
-    assert st["phase"] == "Degraded"
-    doc["spec"]["rollout"]["analysis"]["metrics"] = [served]
-    md.apply(doc)
-
-    def measured(s: dict[str, Any]) -> bool:
-        rows = (s.get("rollout") or {}).get("measurements") or []
-        return s.get("phase") == "Ready" and {(m["variant"], m["verdict"]) for m in rows} == {
-            ("champion", "Successful"), ("challenger", "Successful")}
-
-    st = md.wait_status("ab", measured, "a Successful round per variant", timeout=180)
-    assert st["traffic"] == "champion=70 challenger=30"  # AB never moves the weights
-    assert md.condition("ab", "Degraded")["status"] == "False"
+    md.wait_status("stuck", says_why, "the waiting reason in Progressing", timeout=180)
+    assert md.condition("stuck", "Ready")["status"] == "False"

@@ -4,22 +4,15 @@ Prometheus scraping the runtime pods, and the operator as a process."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from argocd_health import health
 from mdhelpers import MD, register_versions, send
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def md(kubectl: Any, namespace: str, operator: Any) -> MD:
-    return MD(kubectl, namespace, operator)
-
-
-@pytest.fixture
-def operator_env(prometheus: Any) -> dict[str, str]:
-    return {"MLOPS_PROMETHEUS_URL": prometheus.url}
 
 
 def deployment(name: str, model: str, **rollout: Any) -> dict[str, Any]:
@@ -57,6 +50,7 @@ def test_ready_with_three_pods_and_a_router_splitting_90_10(
     assert st["traffic"] == "champion=90 challenger=10"
     assert st["url"] == f"http://iris.{namespace}.svc:8080"
     assert md.condition("iris", "Ready")["status"] == "True"
+    assert health(md.get("modeldeployment", "iris"))[0] == "Healthy"  # Argo CD's view
     pods = md.get("pods", selector="mlops.dev/deployment=iris,app.kubernetes.io/component="
                   "model-server")
     assert sorted((p["metadata"]["labels"]["mlops.dev/variant"],
@@ -84,3 +78,37 @@ def test_ready_with_three_pods_and_a_router_splitting_90_10(
     cells = row.split()
     assert cells[:3] == ["iris", model, v1] and cells[3] == v2
     assert "champion=90" in row and "3/3" in row and "Ready" in row and st["url"] in row
+
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "iris" / "modeldeployment.yaml"
+
+
+def test_the_example_serves_and_each_analysis_query_returns_data_once_traffic_flows(
+    node: Any, mlflow_server: Any, prometheus: Any, md: MD, namespace: str,
+) -> None:
+    """examples/iris/modeldeployment.yaml as written, under a model name of its own (the
+    session's MLflow is shared): every analysis query has data from the real Prometheus."""
+    from mlflow import MlflowClient
+
+    from mlops_operator.analysis import query, render
+
+    model = f"iris-{uuid.uuid4().hex[:6]}"
+    text = EXAMPLE.read_text().replace("models:/iris@", f"models:/{model}@")
+    doc = yaml.safe_load(text)
+    doc["spec"]["model"] = doc["spec"]["retrain"]["template"]["model"] = model
+    v1, v2 = register_versions(mlflow_server.tracking_uri, model, ["good", "good"])
+    client = MlflowClient(mlflow_server.tracking_uri)
+    client.set_registered_model_alias(model, "champion", v1)
+    client.set_registered_model_alias(model, "challenger", v2)
+    md.apply(doc)
+    name = doc["metadata"]["name"]
+    md.wait_status(name, lambda s: s.get("phase") == "Ready", "Ready", timeout=240)
+    send(md.router_url(name), model, 400)
+    for metric in doc["spec"]["rollout"]["analysis"]["metrics"]:
+        for variant, version in (("champion", v1), ("challenger", v2)):
+            promql = render(metric["query"], {"namespace": namespace, "deployment": name,
+                                              "variant": variant, "version": version})
+            value = md.wait(f"data for {metric['name']} of {variant}",
+                            lambda q=promql: (v := query(prometheus.url, q)) is not None
+                            and [v], timeout=90)[0]
+            assert value >= 0, (metric["name"], variant, value)
