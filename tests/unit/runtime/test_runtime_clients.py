@@ -1,8 +1,7 @@
 """Conformance with real Open Inference Protocol clients: tritonclient over HTTP (binary tensor
 data and JSON) and over gRPC, against a whole model server (REST + gRPC, one data plane).
 
-The KServe Python SDK is not among them: its package is the KServe model server, pinned to
-``pandas<3``, ``psutil<6`` and ``protobuf<7`` (see docs/serving.md).
+The KServe Python SDK's clients run in a venv of their own: test_runtime_kserve_client.py.
 """
 
 from __future__ import annotations
