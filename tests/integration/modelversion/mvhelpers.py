@@ -161,6 +161,18 @@ class MV:
         ))
 
 
+def stage_count(operator: Any, stage: str, result: str) -> float:
+    """``mlops_stage_total{stage, result}`` on the operator's /metrics now (0 before the first)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(operator.metrics()):
+        for sample in family.samples:
+            if sample.name == "mlops_stage_total" and sample.labels == {
+                    "stage": stage, "result": result}:
+                return sample.value
+    return 0.0
+
+
 def checks_by_name(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in status.get("checks") or []}
 
