@@ -28,6 +28,7 @@ install: $(VENV)/.installed
 binaries: install
 	$(BIN)/mlops-operator local build
 	$(BIN)/python -m mlops_localstack.prometheus build
+	bash hack/system-packages.sh
 
 # helm, for linting and rendering the chart in the tests (built from the Go module proxy)
 $(HELM):
