@@ -31,11 +31,15 @@ cluster-wide. Rights the operator never uses itself but must hold to create the 
 router's Role (RBAC forbids granting what one does not have) are marked "delegated".
 */ -}}
 {{- define "mlops-operator.namespacedRules" -}}
-# the three kinds: kopf lists/watches them and patches its finalizer and annotations
+# the three kinds: kopf lists and watches them
 - apiGroups: [mlops.dev]
   resources: [trainingruns, modelversions, modeldeployments]
-  verbs: [list, watch, patch]
-# a TrainingRun registers its ModelVersion; a ModelDeployment reads the versions of its model
+  verbs: [list, watch]
+# kopf's finalizer on TrainingRuns (a deleted one ends its MLflow run)
+- apiGroups: [mlops.dev]
+  resources: [trainingruns]
+  verbs: [patch]
+# a TrainingRun registers its ModelVersion (create; get reads it back after a 409 on a retry)
 - apiGroups: [mlops.dev]
   resources: [modelversions]
   verbs: [create, get]

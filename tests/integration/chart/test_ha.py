@@ -1,0 +1,128 @@
+"""HA: two operator pods with kopf peering; one works, the other waits; killing the active one
+hands over; no work is done twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from chart_stack import EXAMPLES, LOGIN_SHIM, RELEASE_NS, ChartStack, kube_json
+
+from mlops_localstack.cluster import poll
+
+pytestmark = pytest.mark.integration
+
+PEERING = "mlops-ha"
+LIFETIME = 10  # seconds a keep-alive is valid: the handover bound after a hard kill
+
+#: Each replica needs a priority of its own (kopf pauses every operator of equal priority) and a
+#: short keep-alive lifetime. Until the operator takes both from settings (reported to the lead),
+#: the login shim's startup handler sets them.
+HA_SHIM = [LOGIN_SHIM[0], LOGIN_SHIM[1], (
+    "import sys, random, kopf\n"
+    "kopf.on.login()(kopf.login_via_client)\n"
+    "@kopf.on.startup()\n"
+    "def _peering(settings, **_):\n"
+    "    settings.peering.priority = random.randint(1, 2**30)\n"
+    f"    settings.peering.lifetime = {LIFETIME}\n"
+    "from mlops_operator.cli import main\n"
+    "sys.exit(main())\n")]
+
+
+@pytest.fixture(scope="module")
+def ha(chart_stack: ChartStack) -> Iterator[ChartStack]:
+    stack = chart_stack
+    if stack.release_exists():
+        stack.uninstall()
+    stack.install(*stack.values(replicaCount=2, peering=PEERING, command=HA_SHIM),
+                  wait_ready=False)
+    stack.wait_operator_ready(replicas=2)
+    try:
+        yield stack
+    finally:
+        if stack.release_exists():
+            stack.uninstall()
+
+
+def peers(stack: ChartStack) -> dict[str, Any]:
+    obj = kube_json(stack, "get", "clusterkopfpeering", PEERING) or {}
+    return {k: v for k, v in (obj.get("status") or {}).items() if v}
+
+
+def paused(log: str) -> bool:
+    """Whether kopf's last word on peering in this log is a pause."""
+    return log.rfind("Pausing operations") > log.rfind("Resuming operations")
+
+
+def training_run(stack: ChartStack, ns: str, name: str) -> None:
+    doc = yaml.safe_load((EXAMPLES / "trainingrun.yaml").read_text())
+    doc["metadata"]["name"] = name
+    doc["spec"].pop("register")
+    stack.cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+
+
+def run_id(stack: ChartStack, ns: str, name: str) -> str | None:
+    return ((kube_json(stack, "get", "tr", name, "-n", ns) or {}).get("status") or {}).get(
+        "mlflowRunId")
+
+
+def events(stack: ChartStack, ns: str, name: str, reason: str) -> list[dict[str, Any]]:
+    out = stack.cluster.kubectl("get", "events", "-n", ns, "--field-selector",
+                                f"involvedObject.name={name},reason={reason}", "-o", "json")
+    return json.loads(out.stdout)["items"]
+
+
+def test_one_replica_works_and_a_kill_hands_over(ha: ChartStack) -> None:
+    stack = ha
+    poll("both replicas in the peering", lambda: len(peers(stack)) == 2, timeout=120, interval=1)
+    pods = stack.ready_pods()
+
+    def one_paused() -> list[bool] | None:
+        state = [paused(stack.node.logs(RELEASE_NS, p["metadata"]["name"])) for p in pods]
+        return state if sorted(state) == [False, True] else None
+
+    state = poll("exactly one replica paused", one_paused, timeout=120, interval=1)
+    active, standby = (pods[0], pods[1]) if state == [False, True] else (pods[1], pods[0])
+    priorities = sorted(v["priority"] for v in peers(stack).values())
+    assert priorities[0] != priorities[1], priorities
+    ns = stack.namespace("ha")
+    training_run(stack, ns, "ha-1")
+    poll("ha-1 reconciled by the active replica", lambda: run_id(stack, ns, "ha-1"),
+         timeout=180, interval=0.5)
+    assert "ha-1" not in stack.node.logs(RELEASE_NS, standby["metadata"]["name"])
+
+    # kill the active replica's process hard (no goodbye in the peering object)
+    pid = int(active["status"]["containerStatuses"][0]["containerID"].removeprefix("local://"))
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    training_run(stack, ns, "ha-2")
+    rid = poll("ha-2 reconciled after the kill", lambda: run_id(stack, ns, "ha-2"),
+               timeout=LIFETIME + 120, interval=0.25)
+    handover = time.monotonic() - killed
+    print(f"handover: {handover:.1f}s (peering lifetime {LIFETIME}s)")
+    assert handover < LIFETIME + 60
+    # no work duplicated: one MLflow run, one Job, one RunCreated event per TrainingRun
+    poll("ha-2 to finish", lambda: ((kube_json(stack, "get", "tr", "ha-2", "-n", ns) or {})
+                                    .get("status") or {}).get("phase") in ("Succeeded", "Failed"),
+         timeout=300, interval=1)
+    assert run_id(stack, ns, "ha-2") == rid
+    for name in ("ha-1", "ha-2"):
+        assert len(events(stack, ns, name, "RunCreated")) == 1
+        jobs = json.loads(stack.cluster.kubectl("get", "jobs", "-n", ns, "-o", "json").stdout)
+        assert len([j for j in jobs["items"] if j["metadata"]["name"].startswith(name + "-")]) == 1
+    from mlflow.tracking import MlflowClient
+
+    from mlops_operator.mlflow_utils import TAG_UID
+
+    client = MlflowClient(stack.tracking_uri)
+    exp = client.get_experiment_by_name("iris")
+    for name in ("ha-1", "ha-2"):
+        uid = kube_json(stack, "get", "tr", name, "-n", ns)["metadata"]["uid"]
+        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_UID}` = '{uid}'")
+        assert len(runs) == 1, f"{name}: {len(runs)} MLflow runs"
