@@ -283,3 +283,24 @@ def test_shutdown_drains_an_in_flight_grpc_call(start_server, make_echo) -> None
     assert outcome == {"result": [[1.0, 1.0]]}
     server.thread.join(15)
     assert not server.thread.is_alive()
+
+
+async def test_a_taken_grpc_port_fails_the_start() -> None:
+    """so_reuseport is off: a second server cannot silently share the port with the first."""
+    import socket
+
+    from mlops_runtime.dataplane import DataPlane
+    from mlops_runtime.grpc_server import GrpcServer
+    from mlops_runtime.settings import RuntimeSettings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = RuntimeSettings(host="127.0.0.1", grpc_port=port)
+    first = GrpcServer(DataPlane(settings), settings)
+    await first.start()
+    try:
+        with pytest.raises(RuntimeError, match="Failed to bind"):
+            await GrpcServer(DataPlane(settings), settings).start()
+    finally:
+        await first.stop(0)
