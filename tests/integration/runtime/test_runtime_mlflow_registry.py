@@ -40,6 +40,10 @@ def test_serve_by_version(registered_iris, monkeypatch) -> None:  # noqa: ANN001
         out = c.post(f"/v2/models/{name}/versions/1/infer", json=ROW).json()
         assert out["model_version"] == "1" and out["outputs"][0]["data"] == [0]
         assert c.post(f"/v2/models/{name}/versions/2/infer", json=ROW).status_code == 404
+        # drift is scored once the window holds DriftMonitor.MIN_ROWS (100) rows
+        rows = {"inputs": [{**ROW["inputs"][0], "shape": [100, 4],
+                            "data": ROW["inputs"][0]["data"] * 100}]}  # fmt: skip
+        assert c.post(f"/v2/models/{name}/infer", json=rows).status_code == 200
         samples = [s for family in text_string_to_metric_families(c.get("/metrics").text)
                    for s in family.samples]  # fmt: skip
         labels = {"model": name, "variant": "green", "version": "1"}
