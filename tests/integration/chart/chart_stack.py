@@ -7,12 +7,13 @@ would reconcile the other tests' objects, and the chart's CRDs must be helm's to
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,8 @@ class ChartStack:
     node: Any
     tracking_uri: str
     workdir: Path
-    installed: list[str] = field(default_factory=list)
+    #: when the current release was installed (RFC 3339, for the audit log)
+    installed_at: str = ""
 
     def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         out = subprocess.run([helm_binary(), *args], env=self.cluster.env, capture_output=True,
@@ -87,6 +89,11 @@ class ChartStack:
         return args
 
     def install(self, *args: str, wait_ready: bool = True, chart: Path = CHART) -> str:
+        # the previous release's pods are gone first: their last requests (a peering goodbye)
+        # must not count as this release's in the audit log
+        poll("no operator pod left from an earlier release", lambda: not self.operator_pods(),
+             timeout=120, interval=0.5)
+        self.installed_at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         out = self.helm("install", RELEASE, str(chart), "--namespace", RELEASE_NS,
                         "--create-namespace", *args)
         if wait_ready:
