@@ -57,7 +57,10 @@ def peers(stack: ChartStack) -> dict[str, Any]:
 
 def paused(log: str) -> bool:
     """Whether kopf's last word on peering in this log is a pause."""
-    return log.rfind("Pausing operations") > log.rfind("Resuming operations")
+    # kopf: "Pausing operations in favour of ...", or, while priorities are still equal (the
+    # first keep-alives), "Pausing all operators, including self"; then "Resuming operations"
+    pause = max(log.rfind("Pausing operations"), log.rfind("Pausing all operators"))
+    return pause > log.rfind("Resuming operations")
 
 
 def training_run(stack: ChartStack, ns: str, name: str) -> None:
