@@ -33,6 +33,7 @@ from prometheus_client import Counter
 
 from .. import API_VERSION, kube
 from ..builders.common import LABEL_DEPLOYMENT, OPERATOR, label_value, short_hash
+from ..failpoints import failpoint
 from ..metrics import observe_stage
 from .payload import Alert, Notification
 from .retrain import (
@@ -204,6 +205,7 @@ class Retrainer:
                           f"{tr_name}", where)
             result.training_run = tr_name
             return result
+        failpoint("after-retrain-created", f"{namespace}/{tr_name}")
         observe_stage("retrain", "success", time.monotonic() - started)
         log.info("alert %s (%s) started TrainingRun %s/%s", alert.name, alert.key, namespace,
                  tr_name)

@@ -20,18 +20,15 @@ Events of the Job wake the TrainingRun at once; while it is active a pass also r
 ``resync_seconds``. Deletion (``@kopf.on.delete``) deletes the Job and ends a still-running
 MLflow run as KILLED.
 
-**Failpoints (test only).** ``MLOPS_FAILPOINT=after-run-created|after-job-created|
-after-registered`` (optionally ``@<namespace>/<name>``) makes the operator exit abruptly
-(``os._exit(1)``) right after that side effect and before it is recorded in status, like etcd's
-gofail; the restart tests use it to prove that a restarted operator neither duplicates nor
-loses anything.
+**Failpoints (test only, :mod:`mlops_operator.failpoints`).** ``after-run-created``,
+``after-job-created``, ``after-registered``: the operator exits right after that side effect and
+before it is recorded in status.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +51,7 @@ from ..builders.trainingrun import (
 )
 from ..conditions import now_iso
 from ..controller import Pass, controller
+from ..failpoints import failpoint
 from ..metrics import observe_stage
 from ..mlflow_utils import (
     TAG_TRAININGRUN,
@@ -70,19 +68,8 @@ log = logging.getLogger(__name__)
 
 PLURAL = "trainingruns"
 TERMINAL = ("Succeeded", "Failed")
-FAILPOINT_ENV = "MLOPS_FAILPOINT"
-FAILPOINTS = ("after-run-created", "after-job-created", "after-registered")
 #: Retries of the deletion handler while MLflow is unreachable before it lets go.
 DELETE_RETRIES = 5
-
-
-def failpoint(name: str, target: str = "") -> None:
-    """Exit the process now if ``MLOPS_FAILPOINT`` names this point (test-only fault injection)."""
-    point, _, only = os.environ.get(FAILPOINT_ENV, "").partition("@")
-    if point == name and (not only or only == target):
-        log.warning("failpoint %s reached: exiting abruptly", name)
-        logging.shutdown()
-        os._exit(1)
 
 
 def _seconds_since(iso: str | None) -> float:

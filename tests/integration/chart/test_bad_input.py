@@ -16,7 +16,7 @@ from chart_stack import CHART, EXAMPLES, RELEASE, RELEASE_NS, ChartStack, kube_j
 
 from mlops_localstack.cluster import poll
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.install]
 
 
 @pytest.mark.xfail(strict=True, reason="operator: readiness probe for the MLflow URI (lead)")

@@ -16,7 +16,7 @@ from chart_stack import EXAMPLES, LOGIN_SHIM, RELEASE_NS, ChartStack, kube_json
 
 from mlops_localstack.cluster import poll
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.install]
 
 PEERING = "mlops-ha"
 LIFETIME = 10  # seconds a keep-alive is valid: the handover bound after a hard kill

@@ -35,7 +35,7 @@ from chart_stack import (
 
 from mlops_localstack.cluster import poll
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.install]
 
 KINDS = {"TrainingRun": "trainingruns.mlops.dev", "ModelVersion": "modelversions.mlops.dev",
          "ModelDeployment": "modeldeployments.mlops.dev"}

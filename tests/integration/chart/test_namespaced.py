@@ -24,7 +24,7 @@ from chart_stack import (
 
 from mlops_localstack.cluster import poll
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.install]
 
 USER = f"system:serviceaccount:{RELEASE_NS}:{RELEASE}-mlops-operator"
 
