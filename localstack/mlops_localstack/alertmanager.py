@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import yaml
 
-from .procs import Component, LocalStackError, ManagedProcess, ensure_port_free, free_port
+from .procs import LocalStackError, LoopbackServer, ManagedProcess
 
 #: rules/ of the source tree (this package is installed editable beside the operator)
 REPO_RULES = Path(__file__).resolve().parents[2] / "rules"
@@ -122,23 +122,14 @@ def render_rules(
 
 
 @dataclass
-class AlertmanagerServer(Component):
+class AlertmanagerServer(LoopbackServer):
     """``alertmanager`` on 127.0.0.1, routing every alert to ``receiver_url`` with ``token``."""
 
-    workdir: Path
-    receiver_url: str
-    token: str
-    group_wait: str = "1s"
-    group_interval: str = "2s"
-    repeat_interval: str = "4s"
-    port: int | None = None
-    host: str = "127.0.0.1"
-    startup_timeout: float = 60.0
-    process: ManagedProcess | None = field(default=None, init=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    receiver_url: str = field(kw_only=True)
+    token: str = field(kw_only=True)
+    group_wait: str = field(default="1s", kw_only=True)
+    group_interval: str = field(default="2s", kw_only=True)
+    repeat_interval: str = field(default="4s", kw_only=True)
 
     @property
     def config_path(self) -> Path:
@@ -160,10 +151,7 @@ class AlertmanagerServer(Component):
 
     def _start(self) -> None:
         binary = str(find_alertmanager())
-        if self.port:
-            ensure_port_free(self.port, self.host, what="Alertmanager")
-        else:
-            self.port = free_port(self.host)
+        self._claim_port("Alertmanager")
         argv = [
             binary,
             f"--config.file={self.write_config()}",
@@ -198,14 +186,6 @@ class AlertmanagerServer(Component):
                          timeout=10)
         resp.raise_for_status()
         return list(resp.json())
-
-    def check(self) -> None:
-        if self.process:
-            self.process.check_running()
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,7 +101,7 @@ GO
 
 build_prometheus() {
   local out="$CACHE_ROOT/prometheus/$PROM_VERSION"
-  [[ -x "$out/prometheus" ]] && return 0
+  [[ -x "$out/prometheus" && -x "$out/promtool" ]] && return 0
   local major minor patch rest modfile module_version
   major="${PROM_VERSION#v}"; major="${major%%.*}"
   rest="${PROM_VERSION#v*.}"
@@ -122,7 +122,10 @@ build_prometheus() {
 
 package tools
 
-import _ "github.com/prometheus/prometheus/cmd/prometheus"
+import (
+	_ "github.com/prometheus/prometheus/cmd/prometheus"
+	_ "github.com/prometheus/prometheus/cmd/promtool"
+)
 GO
   go mod tidy -e >/dev/null 2>&1
   echo ">> building prometheus $PROM_VERSION (module $module_version)" >&2
@@ -133,6 +136,11 @@ GO
     -X github.com/prometheus/common/version.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)" \
     -o "$out/prometheus.tmp" github.com/prometheus/prometheus/cmd/prometheus
   mv "$out/prometheus.tmp" "$out/prometheus"
+  # promtool of the same build (Debian's lacks Kubernetes service discovery, so its `check
+  # config` rejects the local stack's config)
+  go build -ldflags "-s -w -X github.com/prometheus/common/version.Version=${PROM_VERSION#v}" \
+    -o "$out/promtool.tmp" github.com/prometheus/prometheus/cmd/promtool
+  mv "$out/promtool.tmp" "$out/promtool"
 }
 
 start=$(date +%s)

@@ -57,6 +57,11 @@ def cached_prometheus() -> Path:
     return cache_root() / "prometheus" / PROMETHEUS_VERSION / "prometheus"
 
 
+def cached_promtool() -> Path:
+    """promtool of the same Go build (its ``check config`` knows ``kubernetes_sd_configs``)."""
+    return cached_prometheus().with_name("promtool")
+
+
 def find_prometheus(allow_build: bool = True) -> Path:
     """A prometheus binary with Kubernetes service discovery.
 
@@ -220,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m mlops_localstack.prometheus build", file=sys.stderr)
         return 2
     try:
-        print(find_prometheus())
+        binary = find_prometheus()
+        if binary == cached_prometheus() and not cached_promtool().exists():
+            build_prometheus()  # an older cache without promtool
+        print(binary)
     except LocalStackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
