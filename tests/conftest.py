@@ -1,10 +1,10 @@
 """Shared fixtures: which cluster, CRDs, a namespace per test, the node stand-in, MLflow.
 
-``--cluster`` picks the cluster: ``local`` (the default on machines without a Docker engine:
-etcd + kube-apiserver + kube-controller-manager started here), ``kind`` (pytest-kind, when a
-Docker engine answers), or ``kubeconfig`` (an existing cluster, ``--kubeconfig PATH``).
-``auto`` (default) takes ``kubeconfig`` when ``--kubeconfig`` is given, else kind when Docker
-works, else local.
+``--cluster`` picks the cluster: ``local`` (etcd + kube-apiserver + kube-controller-manager
+started here), ``kind`` (pytest-kind; needs a Docker engine), or ``kubeconfig`` (an existing
+cluster, ``--kubeconfig PATH``).
+``auto`` (default) takes ``kubeconfig`` when ``--kubeconfig`` is given, else local — kind only
+when asked for (``--cluster=kind``).
 """
 
 from __future__ import annotations
@@ -55,13 +55,16 @@ def cluster(
     choice = request.config.getoption("--cluster")
     kubeconfig = request.config.getoption("--kubeconfig")
     if choice == "auto":
-        choice = "kubeconfig" if kubeconfig else ("kind" if _docker_works() else "local")
+        # never kind by surprise: a machine that happens to have Docker still gets the local stack
+        choice = "kubeconfig" if kubeconfig else "local"
     if choice == "kubeconfig":
         if not kubeconfig:
             raise pytest.UsageError("--cluster=kubeconfig needs --kubeconfig PATH")
         yield Cluster(Path(kubeconfig), kind="kubeconfig")
         return
     if choice == "kind":
+        if not _docker_works():
+            raise pytest.UsageError("--cluster=kind needs a Docker engine that answers")
         from pytest_kind import KindCluster  # type: ignore[import-untyped]
 
         kind = KindCluster(f"mlops-{uuid.uuid4().hex[:6]}")

@@ -115,7 +115,7 @@ def create_or_get(manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     res = _dynamic(manifest["apiVersion"], manifest["kind"])
     try:
         return res.create(body=dict(manifest), namespace=meta["namespace"],
-                          _request_timeout=TIMEOUT).to_dict(), True
+                          field_manager=FIELD_MANAGER, _request_timeout=TIMEOUT).to_dict(), True
     except Exception as exc:
         if not is_status(exc, 409):
             raise

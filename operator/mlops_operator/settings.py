@@ -31,11 +31,11 @@ class OperatorSettings(BaseSettings):
         description="namespaces to watch (comma-separated); empty = cluster-wide",
     )
     default_training_image: str = Field(
-        "ghcr.io/mlops-operator/runtime:0.1.0",
+        "ghcr.io/mlops-operator/mlops-runtime:0.1.0",
         description="image of training Jobs whose TrainingRun sets none",
     )
     runtime_image: str = Field(
-        "ghcr.io/mlops-operator/runtime:0.1.0",
+        "ghcr.io/mlops-operator/mlops-runtime:0.1.0",
         description="serving runtime image for ModelDeployments that set none",
     )
     prometheus_url: str = Field(

@@ -10,7 +10,7 @@ from mvhelpers import checks_by_name
 
 pytestmark = pytest.mark.integration
 
-IMAGE = "ghcr.io/mlops-operator/runtime:0.1.0"
+IMAGE = "ghcr.io/mlops-operator/mlops-runtime:0.1.0"
 
 
 def test_validation_job_metrics_feed_the_gates(mv: Any, registry: Any, model_name: str,

@@ -70,7 +70,7 @@ def training_run(name: str, model: str = "iris", **spec: Any) -> dict:
         "metadata": {"name": name},
         "spec": {
             "model": model,
-            "image": "ghcr.io/mlops-operator/runtime:0.1.0",
+            "image": "ghcr.io/mlops-operator/mlops-runtime:0.1.0",
             "dataset": {"uri": "sklearn://iris"},
             "backoffLimit": 0,
             **spec,

@@ -79,7 +79,7 @@ def test_job_carries_mlflow_params_dataset_and_the_users_settings() -> None:
     (container,) = pod["containers"]
     assert container["command"] == ["mlops-runtime", "train"]
     assert container["args"] == ["--model", "iris"]
-    assert container["image"] == "ghcr.io/mlops-operator/runtime:0.1.0"
+    assert container["image"] == "ghcr.io/mlops-operator/mlops-runtime:0.1.0"
     assert container["resources"] == {
         "requests": {"cpu": "250m", "memory": "256Mi"},
         "limits": {"memory": "1Gi"},
