@@ -81,6 +81,14 @@ class OperatorSettings(BaseSettings):
     peering: str | None = Field(
         None, description="kopf peering object name for HA (None = standalone)"
     )
+    peering_priority: int | None = Field(
+        None, ge=0, description="this replica's kopf peering priority (the highest one works, "
+        "the others wait); default: random, so two replicas of one Deployment never tie"
+    )
+    peering_lifetime_seconds: int = Field(
+        60, ge=5, description="how long a replica's peering record counts without a heartbeat "
+        "(how soon a standby takes over from a dead replica)"
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

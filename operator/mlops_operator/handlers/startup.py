@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any
 
 import kopf
@@ -22,6 +23,13 @@ log = logging.getLogger(__name__)
 
 _tasks: list[asyncio.Task[None]] = []
 _receiver: list[Any] = []
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> Any:
+    """Authenticate with the kubernetes client's own config (in-cluster, else kubeconfig, its
+    ``tokenFile`` included) — the one client the operator uses."""
+    return kopf.login_via_client(**kwargs)
 
 
 @kopf.on.startup()
@@ -44,6 +52,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if cfg.peering:
         settings.peering.name = cfg.peering
         settings.peering.mandatory = True
+        settings.peering.priority = (cfg.peering_priority if cfg.peering_priority is not None
+                                     else random.randint(1, 2**30))
+        settings.peering.lifetime = cfg.peering_lifetime_seconds
     memo.settings = cfg
     # Import MLflow here, once, before any handler thread does: sync handlers run in a thread
     # pool, and two threads importing mlflow for the first time at once can leave a partially
