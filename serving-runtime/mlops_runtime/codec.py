@@ -96,12 +96,20 @@ def header_length(headers: Any) -> int | None:
     return None
 
 
+#: more elements than one tensor of a request can hold (the body limit is far below this)
+_MAX_ELEMENTS = 2**31
+
+
 def _shape(value: Any, where: str) -> tuple[int, ...]:
     if not isinstance(value, list | tuple) or not value or len(value) > _MAX_DIMS:
         raise InvalidRequest(f"{where}: 'shape' must be a non-empty list of at most 8 integers")
     for dim in value:
         if type(dim) is not int or dim < 0:
             raise InvalidRequest(f"{where}: 'shape' must hold non-negative integers, got {dim!r}")
+    # a zero dimension makes the element count 0, but numpy still refuses to lay out
+    # [0, 2**31, 2**40]: bound the other dimensions' product too
+    if math.prod(dim for dim in value if dim) > _MAX_ELEMENTS:
+        raise InvalidRequest(f"{where}: shape {list(value)} is larger than any request can carry")
     return tuple(value)
 
 

@@ -135,3 +135,15 @@ def test_a_bug_in_the_model_is_a_500_with_an_error_body(client, monkeypatch) -> 
     assert r.status_code == 500 and "boom" in r.json()["error"]
     r = client.post("/predict", json={"instances": [[1, 2, 3, 4]]})
     assert r.status_code == 500 and "boom" in r.json()["error"]
+
+
+def test_a_shape_too_large_to_lay_out_is_a_400_even_with_a_zero_dimension() -> None:
+    """Found by the fuzz tests: [0, 2**31, 2**40] has no elements, but numpy cannot build it."""
+    import pytest
+
+    from mlops_runtime.codec import check_shape
+    from mlops_runtime.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="larger than any request can carry"):
+        check_shape("input 'x'", [0, 2**31, 2**40])
+    assert check_shape("input 'x'", [0, 4]) == (0, 4)
