@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from argocd_health import health
-from mdhelpers import MD, register_versions, send
+from mdhelpers import MD, Load, register_versions, send
 
 pytestmark = pytest.mark.integration
 
@@ -103,12 +103,14 @@ def test_the_example_serves_and_each_analysis_query_returns_data_once_traffic_fl
     md.apply(doc)
     name = doc["metadata"]["name"]
     md.wait_status(name, lambda s: s.get("phase") == "Ready", "Ready", timeout=240)
-    send(md.router_url(name), model, 400)
-    for metric in doc["spec"]["rollout"]["analysis"]["metrics"]:
-        for variant, version in (("champion", v1), ("challenger", v2)):
-            promql = render(metric["query"], {"namespace": namespace, "deployment": name,
-                                              "variant": variant, "version": version})
-            value = md.wait(f"data for {metric['name']} of {variant}",
-                            lambda q=promql: (v := query(prometheus.url, q)) is not None
-                            and [v], timeout=90)[0]
-            assert value >= 0, (metric["name"], variant, value)
+    # traffic keeps flowing while the queries are evaluated: rate() needs two scrapes that
+    # saw the counters move
+    with Load(md.router_url(name), model):
+        for metric in doc["spec"]["rollout"]["analysis"]["metrics"]:
+            for variant, version in (("champion", v1), ("challenger", v2)):
+                promql = render(metric["query"], {"namespace": namespace, "deployment": name,
+                                                  "variant": variant, "version": version})
+                value = md.wait(f"data for {metric['name']} of {variant}",
+                                lambda q=promql: (v := query(prometheus.url, q)) is not None
+                                and [v], timeout=90)[0]
+                assert value >= 0, (metric["name"], variant, value)
