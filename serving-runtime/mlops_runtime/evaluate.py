@@ -9,10 +9,22 @@ environment the operator sets on the Job — ``MLOPS_MODEL_URI`` (or ``MODEL_URI
 ``<prefix>accuracy_class_<label>`` (the recall of each class) into the run, so that the gates can
 check them.
 
-Datasets are read by the trainer's loader, :func:`mlops_runtime.datasets.load_dataset`:
-``sklearn://iris`` (``wine``, ``breast_cancer``, ``digits``: the built-in sets; the holdout is a
-fixed stratified 30 % split), or a file (CSV, Parquet, JSON lines; a path or any fsspec URL) that
-is the holdout as a whole, whose ``--target`` column (default: the last column) holds the labels.
+Which rows are the holdout (``mlops.dev/holdout`` tag on the run says which rule applied):
+
+* ``training-split``: the version's run was made by the reference trainer, which records its
+  split (``split/holdout.json``: the dataset's content digest and the positions of the held-out
+  rows). When the dataset to evaluate is that same dataset (same digest) — or no dataset is
+  given, and the run's own is read again — the holdout is exactly the rows the trainer held
+  out, never a row the model was fitted on.
+* ``separate-dataset``: a file (CSV, Parquet, JSON lines; a path or any fsspec URL) other than
+  the training data is the holdout as a whole; its ``--target`` column (default: the last
+  column) holds the labels.
+* ``fixed-split-unverified``: a built-in set (``sklearn://iris``, ``wine``, ``breast_cancer``,
+  ``digits``) for a run that records no split of it (a model trained elsewhere): the fixed
+  stratified 30 % split. The evaluator cannot know which rows such a model saw; give it a
+  separate holdout file to be sure.
+
+Datasets are read by the trainer's loader, :func:`mlops_runtime.datasets.load_dataset`.
 On failure the reason is written to the termination log, which the operator copies into the
 ModelVersion's status.
 """
@@ -27,12 +39,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlops_runtime.datasets import SKLEARN_SCHEMES, load_dataset, split_scheme
+from mlops_runtime.datasets import (
+    SKLEARN_SCHEMES,
+    DvcLocation,
+    LoadedDataset,
+    load_dataset,
+    split_scheme,
+)
 from mlops_runtime.termination import write_termination_message
+from mlops_runtime.train_logging import SPLIT_ARTIFACT
 
 DEFAULT_PREFIX = "holdout_"
 DEFAULT_DATASET = "sklearn://iris"
 HOLDOUT_FRACTION = 0.3
+TAG_HOLDOUT = "mlops.dev/holdout"
+TAG_HOLDOUT_ROWS = "mlops.dev/holdout-rows"
 
 
 @dataclass
@@ -43,15 +64,30 @@ class Holdout:
     x: Any
     y: Any
     class_names: tuple[str, ...] | None = None
+    #: which rule chose the rows: training-split, separate-dataset or fixed-split-unverified
+    kind: str = "separate-dataset"
 
 
-def load_holdout(uri: str, target: str | None = None) -> Holdout:
-    """The holdout of ``uri``: the fixed 30 % split of a built-in set, else the whole file."""
-    ds = load_dataset(uri)
+def load_holdout(uri: str | None, target: str | None = None,
+                 split: dict[str, Any] | None = None) -> Holdout:  # fmt: skip
+    """The holdout of ``uri`` (see the module docstring); ``split`` is the trainer's record of
+    the run's split, ``uri`` None means the run's own training dataset."""
+    if uri is None and split is None:
+        uri = DEFAULT_DATASET
+    if uri is None:
+        assert split is not None
+        dvc = DvcLocation(**split["dvc"]) if split.get("dvc") else None
+        ds = load_dataset(split["datasetUri"], dvc=dvc)
+    else:
+        ds = load_dataset(uri)
+    if split is not None and ds.digest == split.get("datasetDigest"):
+        return _training_split(ds, target or split.get("target"), split)
+    if uri is None:
+        raise ValueError(f"the run's dataset {ds.uri} changed since training (digest "
+                         f"{ds.digest}, trained on {split.get('datasetDigest')}); "
+                         "give a holdout dataset")  # fmt: skip
     frame = ds.frame
-    column = target or ds.default_target or str(frame.columns[-1])
-    if column not in frame.columns:
-        raise ValueError(f"target column {column!r} not in {uri}")
+    column = _target(ds, target)
     x, y = frame.drop(columns=[column]), frame[column]
     if split_scheme(uri)[0] not in SKLEARN_SCHEMES:
         return Holdout(x, y)
@@ -64,7 +100,43 @@ def load_holdout(uri: str, target: str | None = None) -> Holdout:
     _, x_test, _, y_test = train_test_split(
         x, y, test_size=HOLDOUT_FRACTION, random_state=0, stratify=strata
     )
-    return Holdout(x_test, y_test, names)
+    return Holdout(x_test, y_test, names, "fixed-split-unverified")
+
+
+def _target(ds: LoadedDataset, target: str | None) -> str:
+    column = target or ds.default_target or str(ds.frame.columns[-1])
+    if column not in ds.frame.columns:
+        raise ValueError(f"target column {column!r} not in {ds.uri}")
+    return column
+
+
+def _training_split(ds: LoadedDataset, target: str | None, split: dict[str, Any]) -> Holdout:
+    """The rows the trainer held out of ``ds`` (the very table it trained on)."""
+    rows = [int(i) for i in split.get("holdoutRows") or []]
+    if not rows or min(rows) < 0 or max(rows) >= len(ds.frame):
+        raise ValueError(f"the run's recorded split does not fit {ds.uri} "
+                         f"({len(rows)} holdout rows of {len(ds.frame)})")  # fmt: skip
+    frame = ds.frame.iloc[rows]
+    column = _target(ds, target)
+    frame = frame.dropna(subset=[column])  # the trainer drops unlabelled rows too
+    return Holdout(frame.drop(columns=[column]), frame[column], ds.class_names,
+                   "training-split")
+
+
+def training_split(client: Any, run_id: str) -> dict[str, Any] | None:
+    """The split the reference trainer recorded in ``run_id``, None when it recorded none."""
+    import json
+
+    folder = SPLIT_ARTIFACT.rsplit("/", 1)[0]
+    if SPLIT_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlops-split-") as tmp:
+        path = client.download_artifacts(run_id, SPLIT_ARTIFACT, tmp)
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    return record if isinstance(record, dict) else None
 
 
 def align_labels(holdout: Holdout, predicted: Sequence[Any]) -> list[Any]:
@@ -99,19 +171,27 @@ def compute_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], prefix: str) -
     return out
 
 
-def evaluate_and_log(model_uri: str, run_id: str, dataset: str, target: str | None,
+def evaluate_and_log(model_uri: str, run_id: str, dataset: str | None, target: str | None,
                      prefix: str) -> dict[str, float]:  # fmt: skip
-    """Predict the holdout with the model, log the metrics into ``run_id``, return them."""
+    """Predict the holdout with the model, log the metrics into ``run_id``, return them.
+
+    ``dataset`` None: the run's own training dataset (its recorded holdout rows)."""
     import mlflow
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
-    holdout = load_holdout(dataset, target)
+    client = MlflowClient()
+    holdout = load_holdout(dataset, target, training_split(client, run_id))
+    if holdout.kind == "fixed-split-unverified":
+        print(f"warning: run {run_id} records no split of {dataset}: the fixed 30 % split may "
+              "hold rows the model was trained on", file=sys.stderr)  # fmt: skip
     model = mlflow.pyfunc.load_model(model_uri)
     predicted = list(model.predict(holdout.x))
     metrics = compute_metrics(align_labels(holdout, predicted), predicted, prefix)
     now = int(time.time() * 1000)
-    MlflowClient().log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+    tags = [RunTag(TAG_HOLDOUT, holdout.kind), RunTag(TAG_HOLDOUT_ROWS, str(len(holdout.y)))]
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                     tags=tags)
     return metrics
 
 
@@ -125,7 +205,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--model-uri", default=env.get("MLOPS_MODEL_URI") or env.get("MODEL_URI"))
     parser.add_argument("--run-id", default=env.get("MLFLOW_RUN_ID"))
-    parser.add_argument("--dataset", default=env.get("DATASET_URI", DEFAULT_DATASET))
+    parser.add_argument("--dataset", default=env.get("DATASET_URI") or None,
+                        help="holdout dataset (default: the run's own training dataset, "
+                        f"else {DEFAULT_DATASET})")
     parser.add_argument("--target", default=None, help="label column of a file dataset")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="metric name prefix")
     return parser
@@ -141,7 +223,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m mlops_runtime
         metrics = evaluate_and_log(args.model_uri, args.run_id, args.dataset, args.target,
                                    args.prefix)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - every failure becomes the termination message
-        _terminate(f"evaluation of {args.model_uri} on {args.dataset} failed: "
+        where = args.dataset or "the run's dataset"
+        _terminate(f"evaluation of {args.model_uri} on {where} failed: "
                    f"{type(exc).__name__}: {exc}")  # fmt: skip
         return 1
     for key, value in sorted(metrics.items()):

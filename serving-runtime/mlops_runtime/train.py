@@ -12,7 +12,9 @@ operator created (``MLFLOW_RUN_ID``), trains a classifier on a dataset URI, and 
   ``runs:/<run_id>/model`` registers it;
 * the dataset as an MLflow dataset input whose digest is the content md5, plus the tags
   ``mlops.dev/dataset-digest`` / ``mlops.dev/dataset-uri``;
-* per-feature baseline histograms, ``baseline/histograms.json`` (:mod:`mlops_runtime.drift`).
+* per-feature baseline histograms, ``baseline/histograms.json`` (:mod:`mlops_runtime.drift`);
+* the split, ``split/holdout.json``: the dataset's digest and the positions of the held-out
+  rows, so that the holdout evaluator scores exactly the rows the model never saw.
 
 Configuration (flags override the environment; the names are documented in docs/training.md):
 
@@ -44,7 +46,7 @@ from typing import Any
 
 from .datasets import DatasetError, DvcLocation, LoadedDataset, load_dataset
 from .termination import write_termination_message
-from .train_logging import log_dataset, log_model
+from .train_logging import SPLIT_ARTIFACT, log_dataset, log_model, split_record
 
 TAG_DATASET_DIGEST = "mlops.dev/dataset-digest"
 TAG_DATASET_URI = "mlops.dev/dataset-uri"
@@ -290,6 +292,11 @@ class _Trained:
     X_train: Any
     features: list[str]
     target: str
+    #: the split: positions of the held-out rows in the dataset's table, and how it was drawn
+    holdout_rows: list[int]
+    seed: int
+    test_size: float
+    stratified: bool
 
 
 def _train(ds: LoadedDataset, params: Mapping[str, str]) -> _Trained:
@@ -315,12 +322,16 @@ def _train(ds: LoadedDataset, params: Mapping[str, str]) -> _Trained:
     results = evaluate(
         est, X_test, y_test, X_train, y_train, {c: test_rows[c] for c in slice_cols}
     )
-    return _Trained(est, chosen, results, X_train, features, target)
+    holdout_rows = [int(i) for i in ds.frame.index.get_indexer(X_test.index)]
+    return _Trained(est, chosen, results, X_train, features, target, holdout_rows, seed,
+                    test_size, stratify is not None)
 
 
 def _log_run(mlflow: Any, run_id: str, ds: LoadedDataset, params: Mapping[str, str],
-             trained: _Trained, model_name: str | None) -> None:  # fmt: skip
-    """Params not logged yet, metrics, tags, the dataset input, the baseline and the model."""
+             trained: _Trained, model_name: str | None,
+             dvc: DvcLocation | None = None) -> None:  # fmt: skip
+    """Params not logged yet, metrics, tags, the dataset input, the split, the baseline and the
+    model."""
     from mlflow.models import infer_signature
 
     est = trained.estimator
@@ -333,6 +344,8 @@ def _log_run(mlflow: Any, run_id: str, ds: LoadedDataset, params: Mapping[str, s
     tags = {TAG_DATASET_DIGEST: ds.digest, TAG_DATASET_URI: ds.uri}
     mlflow.set_tags({**tags, **({"mlops.dev/model": model_name} if model_name else {})})
     log_dataset(mlflow, ds, trained.target)
+    mlflow.log_dict(split_record(ds, dvc, trained.target, trained.holdout_rows, trained.seed,
+                                 trained.test_size, trained.stratified), SPLIT_ARTIFACT)
     mlflow.log_dict(baseline_histograms(trained.X_train, trained.features), BASELINE_ARTIFACT)
     example = trained.X_train.head(5)
     log_model(mlflow, est, example, infer_signature(example, est.predict(example)))
@@ -361,7 +374,7 @@ def run_training(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         ds = load_dataset(inputs.uri, inputs.version, inputs.dvc)
         print(f"dataset {ds.uri}: {len(ds.frame)} rows, digest {ds.digest}", flush=True)
         trained = _train(ds, params)
-        _log_run(mlflow, run.info.run_id, ds, params, trained, args.model)
+        _log_run(mlflow, run.info.run_id, ds, params, trained, args.model, inputs.dvc)
         results = trained.results
         print(f"accuracy={results['accuracy']:.4f} f1_macro={results['f1_macro']:.4f}", flush=True)
         status, code = "FINISHED", 0

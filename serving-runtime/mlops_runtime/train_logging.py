@@ -1,13 +1,17 @@
-"""How the reference trainer records a run in MLflow: the dataset input and the model artifact."""
+"""How the reference trainer records a run in MLflow: the dataset input, the train/holdout split
+and the model artifact."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
-from mlops_runtime.datasets import LoadedDataset
+from mlops_runtime.datasets import DvcLocation, LoadedDataset
 
 MODEL_ARTIFACT_PATH = "model"
+#: The trainer's split, read back by the holdout evaluator (:mod:`mlops_runtime.evaluate`).
+SPLIT_ARTIFACT = "split/holdout.json"
 
 
 def log_dataset(mlflow: Any, ds: LoadedDataset, target: str) -> None:
@@ -32,6 +36,24 @@ def log_dataset(mlflow: Any, ds: LoadedDataset, target: str) -> None:
     if ds.version:
         tags["version"] = ds.version
     mlflow.log_input(dataset, context="training", tags=tags)
+
+
+def split_record(ds: LoadedDataset, dvc: DvcLocation | None, target: str,
+                 holdout_rows: Sequence[int], seed: int, test_size: float,
+                 stratified: bool) -> dict[str, Any]:  # fmt: skip
+    """The split as :data:`SPLIT_ARTIFACT` records it: which dataset (URI, DVC location, content
+    digest) and the positions of its held-out rows in the loaded table (0-based)."""
+    return {
+        "datasetUri": ds.uri,
+        "datasetDigest": ds.digest,
+        "dvc": {"repo": dvc.repo, "path": dvc.path, "rev": dvc.rev} if dvc else None,
+        "target": target,
+        "rows": len(ds.frame),
+        "seed": seed,
+        "testSize": test_size,
+        "stratified": stratified,
+        "holdoutRows": sorted(int(i) for i in holdout_rows),
+    }
 
 
 def _trusted_types(model: Any) -> dict[str, Any]:
