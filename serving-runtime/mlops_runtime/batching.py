@@ -14,6 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -25,8 +26,6 @@ PredictFn = Callable[[str, np.ndarray], np.ndarray]
 BatchHook = Callable[[str, np.ndarray, np.ndarray], None]
 #: How long the peak of concurrent requests is remembered (see :meth:`MicroBatcher.concurrency`).
 PEAK_WINDOW_S = 0.05
-#: Sleep while waiting for expected requests that have not started yet.
-IO_WAIT_S = 0.0002
 
 
 class _Item:
@@ -65,6 +64,9 @@ class MicroBatcher:
         self._queue: deque[_Item] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._arrival: asyncio.Future[None] | None = None
+        self._offloaded: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
         self.in_flight = 0
         self.batches = 0
         self._peak = 0
@@ -89,6 +91,7 @@ class MicroBatcher:
     def leave(self) -> None:
         """A request has finished."""
         self.in_flight -= 1
+        self._nudge()
 
     async def submit(self, method: str, rows: np.ndarray) -> np.ndarray:
         """Predict ``rows`` with ``method`` as part of the next batch."""
@@ -98,21 +101,33 @@ class MicroBatcher:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(method, rows, future))
         self._wakeup.set()
+        self._nudge()
         return await future
+
+    def _nudge(self) -> None:
+        """Wake a batch that is waiting for requests (one arrived, or one left without)."""
+        arrival = self._arrival
+        if arrival is not None and not arrival.done():
+            arrival.set_result(None)
 
     def _start(self) -> None:
         self._wakeup = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
     async def close(self) -> None:
-        """Finish what is queued, then stop the worker."""
+        """Finish what is queued and what is predicting in the thread, then stop the worker."""
         while self._queue and self._task is not None and not self._task.done():
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.001)
+        if self._offloaded:
+            await asyncio.gather(*self._offloaded, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     async def _run(self) -> None:
         assert self._wakeup is not None
@@ -120,24 +135,37 @@ class MicroBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                await self._gather()
-                await self._run_batch(self._take())
+                items: list[_Item] = []
+                try:
+                    await self._gather()
+                    items = self._take()
+                    self._run_batch(items)
+                except Exception as exc:  # noqa: BLE001 - the worker outlives any batch
+                    log.exception("micro-batch failed")
+                    for item in items:
+                        self._fail(item, exc)
 
     async def _gather(self) -> None:
         """Under load, give requests in flight (or, by the recent peak, about to be) a moment to
-        join the batch; never longer than ``max_wait_s``, never beyond ``max_batch_size`` rows."""
+        join the batch; never longer than ``max_wait_s``, never beyond ``max_batch_size`` rows.
+        It waits on a future that :meth:`submit` and :meth:`leave` resolve, not in a loop."""
         expected = self.concurrency()
         if expected <= 1 or self.max_wait_s <= 0:
             return
-        deadline = time.perf_counter() + self.max_wait_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
         while (
             (self.in_flight > len(self._queue) or len(self._queue) < expected)
             and sum(i.rows.shape[0] for i in self._queue) < self.max_batch_size
-            and time.perf_counter() < deadline
+            and loop.time() < deadline
         ):
-            # requests being decoded need loop turns; requests not started yet need the loop to
-            # wait for I/O (a short real sleep, which also lets grpc's poller thread run)
-            await asyncio.sleep(0 if self.in_flight > len(self._queue) else IO_WAIT_S)
+            self._arrival = loop.create_future()
+            timer = loop.call_at(deadline, self._nudge)
+            try:
+                await self._arrival
+            finally:
+                timer.cancel()
+                self._arrival = None
 
     def _take(self) -> list[_Item]:
         items: list[_Item] = []
@@ -150,44 +178,74 @@ class MicroBatcher:
             rows += n
         return items
 
-    async def _run_batch(self, items: list[_Item]) -> None:
-        by_method: dict[str, list[_Item]] = {}
+    def _run_batch(self, items: list[_Item]) -> None:
+        """Predict ``items`` in groups that can share a call: same method, same row width and
+        dtype (a model without a declared width may get rows of several widths; each group is
+        answered on its own, so a wrong width fails only its own requests). Groups up to
+        ``inline_max_rows`` rows are predicted here, larger ones in the predict thread while
+        this worker goes on with the next batch."""
+        groups: dict[tuple[object, ...], list[_Item]] = {}
         for item in items:
             if not item.future.done():
-                by_method.setdefault(item.method, []).append(item)
-        for method, group in by_method.items():
+                key = (item.method, item.rows.shape[1:], item.rows.dtype)
+                groups.setdefault(key, []).append(item)
+        for (method, *_), group in groups.items():
             rows = group[0].rows if len(group) == 1 else np.concatenate([i.rows for i in group])
-            try:
-                result = await self._call(method, rows)
-            except Exception as exc:  # noqa: BLE001 - isolate the failing request(s)
-                if len(group) == 1:
-                    self._fail(group[0], exc)
-                else:
-                    for item in group:
-                        await self._run_batch([item])
-                continue
-            self.batches += 1
-            offset = 0
-            for item in group:
-                n = item.rows.shape[0]
-                if not item.future.done():
-                    item.future.set_result(result[offset : offset + n])
-                offset += n
+            if rows.shape[0] > self.inline_max_rows:
+                task = asyncio.get_running_loop().create_task(self._offload(method, group, rows))
+                self._offloaded.add(task)
+                task.add_done_callback(self._offloaded.discard)
+            else:
+                self._inline(method, group, rows)
 
-    async def _call(self, method: str, rows: np.ndarray) -> np.ndarray:
-        if rows.shape[0] <= self.inline_max_rows:
-            result = self._predict(method, rows)
-        else:
-            result = await asyncio.to_thread(self._predict, method, rows)
-        result = np.asarray(result)
+    def _inline(self, method: str, group: list[_Item], rows: np.ndarray) -> None:
+        try:
+            result = self._predicted(method, rows)
+        except Exception as exc:  # noqa: BLE001 - isolate the failing request(s)
+            if len(group) == 1:
+                self._fail(group[0], exc)
+            else:
+                for item in group:
+                    self._inline(method, [item], item.rows)
+            return
+        self._settle(method, group, rows, result)
+
+    async def _offload(self, method: str, group: list[_Item], rows: np.ndarray) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="mlops-predict")
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._executor, self._predicted, method, rows)
+        except Exception as exc:  # noqa: BLE001 - isolate the failing request(s)
+            if len(group) == 1:
+                self._fail(group[0], exc)
+            else:
+                for item in group:
+                    await self._offload(method, [item], item.rows)
+            return
+        self._settle(method, group, rows, result)
+
+    def _predicted(self, method: str, rows: np.ndarray) -> np.ndarray:
+        result = np.asarray(self._predict(method, rows))
         if result.shape[:1] != rows.shape[:1]:
             raise InferenceFailed(f"the model returned {result.shape[0]} rows for {rows.shape[0]}")
+        return result
+
+    def _settle(
+        self, method: str, group: list[_Item], rows: np.ndarray, result: np.ndarray
+    ) -> None:
+        self.batches += 1
         if self._on_batch is not None:
             try:
                 self._on_batch(method, rows, result)
             except Exception:  # noqa: BLE001 - metrics must never fail a request
                 log.exception("batch hook failed")
-        return result
+        offset = 0
+        for item in group:
+            n = item.rows.shape[0]
+            if not item.future.done():
+                item.future.set_result(result[offset : offset + n])
+            offset += n
 
     @staticmethod
     def _fail(item: _Item, exc: Exception) -> None:

@@ -25,7 +25,8 @@ def test_native_sklearn_flavor_on_numpy(iris_model_dir, iris) -> None:  # noqa: 
     model = load_model(str(iris_model_dir))
     X, y, _ = iris
     assert model.platform == "mlflow-sklearn" and model.name == "model"
-    assert type(model.methods["predict"].__self__).__name__ == "LogisticRegression"
+    estimator = model.methods["predict"].__wrapped__.__self__  # under _finite's wrapper
+    assert type(estimator).__name__ == "LogisticRegression"
     assert (model.methods["predict"](X) == y).mean() > 0.9
     assert model.spec.n_features == 4
 
@@ -83,3 +84,28 @@ def test_load_failures_say_why(tmp_path) -> None:  # noqa: ANN001
     (tmp_path / "MLmodel").write_text("flavors: {sklearn: {pickled_model: gone.pkl}}\n")
     with pytest.raises(ModelLoadError, match="cannot load"):
         load_model(str(tmp_path))
+
+
+def test_the_finiteness_scan_is_skipped_in_whichever_thread_predicts(iris_model_dir) -> None:  # noqa: ANN001
+    """The data plane rejects NaN/inf itself, so predictions skip scikit-learn's scan. Its config
+    is per thread: it must hold in the thread that predicts (the event loop's, or the predict
+    thread), not only in the thread that loaded the model."""
+    import threading
+
+    import sklearn
+
+    model = load_model(str(iris_model_dir), "iris")
+    outcome: list[object] = []
+
+    def predict_elsewhere() -> None:
+        try:
+            outcome.append(model.methods["predict"](np.array([[np.nan, 1.0, 1.0, 1.0]])))
+        except ValueError as exc:  # sklearn's "Input X contains NaN"
+            outcome.append(exc)
+
+    thread = threading.Thread(target=predict_elsewhere)
+    thread.start()
+    thread.join()
+    assert isinstance(outcome[0], np.ndarray), outcome
+    # and nothing leaks into the caller's own config
+    assert sklearn.get_config()["assume_finite"] is False
