@@ -9,6 +9,7 @@ authenticate with certificates: an admin in ``system:masters`` and the controlle
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import ssl
 import time
@@ -220,7 +221,29 @@ class ControlPlane(Component):
         with self._client() as client:
             while time.monotonic() < deadline:
                 self.check()
-                if client.get("/readyz").status_code == 200:
-                    return
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get("/readyz").status_code == 200:
+                        return
                 time.sleep(0.2)
         raise LocalStackError("kube-apiserver not ready")
+
+    def process(self, name: str) -> ManagedProcess:
+        """The child process ``etcd``, ``kube-apiserver`` or ``kube-controller-manager``."""
+        for proc in self.processes:
+            if proc.name == name:
+                return proc
+        raise LocalStackError(f"no {name} in this control plane "
+                              f"({', '.join(p.name for p in self.processes)})")
+
+    def restart(self, name: str, down_for: float = 0.0, kill: bool = True) -> float:
+        """Restart one component in place (``kill``: SIGKILL, as a crash; else SIGTERM), keeping
+        its ports, certificates and data (etcd's data directory survives); stay down
+        ``down_for`` seconds. Returns the seconds from the start until the apiserver is ready
+        again (``/readyz``, which includes its etcd check)."""
+        proc = self.process(name)
+        proc.kill() if kill else proc.stop()
+        time.sleep(down_for)
+        began = time.monotonic()
+        proc.start()
+        self.wait_ready(timeout=self.startup_timeout)
+        return time.monotonic() - began

@@ -197,6 +197,15 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
+    def kill(self) -> None:
+        """SIGKILL the process group at once (a crash, for the chaos tests); ``start()`` again
+        runs the same command line."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
 
 @dataclass
 class LoopbackServer(Component):
@@ -231,3 +240,30 @@ class LoopbackServer(Component):
     def stop(self) -> None:
         if self.process:
             self.process.stop()
+
+    def healthy(self) -> bool:
+        """Whether the server answers (subclasses probe their own endpoint)."""
+        return self.process is not None and self.process.running()
+
+    def halt(self, kill: bool = False) -> None:
+        """Take the server down (SIGTERM, or SIGKILL with ``kill``), keeping its port and files,
+        so that :meth:`resume` brings the same server back with its data."""
+        if self.process:
+            self.process.kill() if kill else self.process.stop()
+
+    def resume(self) -> float:
+        """Start the halted server again on the same port with the same data; the seconds it
+        took until healthy."""
+        assert self.process is not None, "resume() of a server that was never started"
+        began = time.monotonic()
+        ensure_port_free(self.port or 0, self.host, what=self.process.name)
+        self.process.start()
+        self.process.wait_until(self.healthy, timeout=self.startup_timeout, what="healthy")
+        return time.monotonic() - began
+
+    def restart(self, down_for: float = 0.0, kill: bool = False) -> float:
+        """:meth:`halt`, stay down ``down_for`` seconds, :meth:`resume`; the seconds from the
+        restart until healthy again (the time down excluded)."""
+        self.halt(kill=kill)
+        time.sleep(down_for)
+        return self.resume()

@@ -200,6 +200,8 @@ class PrometheusServer(LoopbackServer):
     def ready(self) -> bool:
         return http_ok(f"{self.url}/-/ready")
 
+    healthy = ready
+
     def reload(self) -> None:
         """Rewrite the config and ask Prometheus to reload it (``--web.enable-lifecycle``)."""
         self.write_config()
