@@ -14,8 +14,16 @@ A :class:`Controller` is a level-triggered reconcile loop, like controller-runti
   subresource in one patch at the end of the pass — also when the pass raised.
 * **Retry by kind of error.** ``kopf.TemporaryError(delay=…)`` → run again after ``delay``
   (MLflow down, a child not ready); ``kopf.PermanentError`` → wait for the next change of the
-  object (bad input; the pass has set a condition and posted a Warning Event); anything else →
-  logged with its traceback and retried with an exponential backoff.
+  object (bad input; the pass has set a condition and posted a Warning Event); a request the
+  API server refused (403, :class:`mlops_operator.kube.Forbidden`: the operator's RBAC lacks a
+  verb) → ``Ready=False/Forbidden`` naming the verb and resource, a Warning Event, one log line
+  and another try after ``MLOPS_FORBIDDEN_RETRY_SECONDS``; anything else → logged with its
+  traceback and retried with an exponential backoff.
+* **HA.** With kopf peering, a replica that kopf pauses (a peer of higher priority works) runs
+  no pass: its workers wait until kopf resumes it (:data:`PEERING`), also for keys already
+  queued or due from a timer.
+* **Quiet watches.** kopf logs "Handler '…' succeeded." at INFO for every watch event; for the
+  watches that only feed the queue that is noise, so it is logged at DEBUG (errors stay).
 
 A pass must be idempotent and cheap when there is nothing to do: it runs again on every event.
 Deletion of state outside Kubernetes (an MLflow run) is a ``@kopf.on.delete`` handler next to
@@ -28,6 +36,7 @@ import asyncio
 import contextvars
 import copy
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -89,6 +98,95 @@ class Status:
         if conditions != self.current.get("conditions"):
             self.set(conditions=conditions)
         return before != self.condition(type_).get("status")
+
+
+class QuietSuccess(logging.Filter):
+    """Logs kopf's "Handler 'x' succeeded." / "Activity 'x' succeeded." of the handlers named in
+    :attr:`ids` at DEBUG instead of INFO (dropped unless DEBUG is on); anything else passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: set[str] = set()
+
+    def add(self, what: str, handler_id: str) -> None:
+        self.messages.add(f"{what} {handler_id!r} succeeded.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.getMessage() not in self.messages:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return True
+
+
+#: kopf's loggers of resource handlers and of probes, and what they log at DEBUG instead
+QUIET: dict[str, QuietSuccess] = {}
+
+
+def quiet(logger: str, what: str, handler_id: str) -> None:
+    """Log the success of kopf handler ``handler_id`` (``what``: "Handler" for resource
+    handlers on logger ``kopf.objects``, "Activity" for ``kopf.activities.<activity>``) at
+    DEBUG."""
+    filt = QUIET.get(logger)
+    if filt is None:
+        filt = QUIET[logger] = QuietSuccess()
+        logging.getLogger(logger).addFilter(filt)
+    filt.add(what, handler_id)
+
+
+class Peering:
+    """Whether kopf has paused this replica (HA peering: a live peer of higher priority, or one
+    of equal priority, works; see kopf's peering docs).
+
+    kopf keeps that state in one toggle per peering object, which it hands to its peering
+    observer with every event of that object; :meth:`install` wraps that observer to learn the
+    toggles. kopf pauses its own watch streams with them; the workers here wait on them too, so
+    a passes queued before the pause (or due from a timer) do not run in a standby replica.
+    Standalone (no peering): never paused.
+    """
+
+    def __init__(self) -> None:
+        self._toggles: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.installed = False
+
+    def install(self) -> None:
+        if self.installed:
+            return
+        try:
+            from kopf._core.engines import peering
+        except ImportError:  # pragma: no cover - another kopf layout: never paused here
+            log.warning("kopf peering internals not found: workers do not follow its pause")
+            return
+        original = peering.process_peering_event
+        toggles = self._toggles
+
+        async def observe(*args: Any, conflicts_found: Any = None, **kwargs: Any) -> Any:
+            if conflicts_found is not None:
+                toggles.add(conflicts_found)
+            return await original(*args, conflicts_found=conflicts_found, **kwargs)
+
+        peering.process_peering_event = observe
+        self.installed = True
+
+    def watch(self, toggle: Any) -> None:
+        """Follow one of kopf's pause toggles (what the wrapped observer does)."""
+        self._toggles.add(toggle)
+
+    def paused(self) -> bool:
+        return any(t.is_on() for t in list(self._toggles))
+
+    async def resumed(self) -> None:
+        """Return once no toggle pauses this replica (at once when none does)."""
+        while True:
+            on = [t for t in list(self._toggles) if t.is_on()]
+            if not on:
+                return
+            await on[0].wait_for(False)
+
+
+#: kopf's pause state of this process
+PEERING = Peering()
 
 
 class Waiting(Exception):  # noqa: N818 - a signal, not an error
@@ -232,11 +330,16 @@ class Controller:
 
     # -- triggers ----------------------------------------------------------------------------
     def register(self) -> None:
-        """Register the kopf watches that feed the queue."""
+        """Register the kopf watches that feed the queue (their successes logged at DEBUG) and
+        follow kopf's peering pause."""
         kopf.on.event(GROUP, VERSION, self.plural, id=f"{self.kind}-events")(self._on_event)
+        quiet("kopf.objects", "Handler", f"{self.kind}-events")
         for group, version, plural in self.children:
             kopf.on.event(group, version, plural, labels={MANAGED_BY: OPERATOR},
                           id=f"{self.kind}-children")(self._on_child_event)
+        if self.children:
+            quiet("kopf.objects", "Handler", f"{self.kind}-children")
+        PEERING.install()
 
     async def _on_event(self, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         self._spawn_workers()
@@ -312,7 +415,12 @@ class Controller:
     async def _work(self) -> None:
         assert self._queue is not None and self._loop is not None
         while True:
+            await PEERING.resumed()
             key = await self._queue.get()
+            if PEERING.paused():  # kopf paused this replica while the worker waited for a key
+                self._queue.done(key)
+                self._queue.add(key)  # for when this replica works again
+                continue
             delay: float | None = None
             try:
                 body = self.cache.get(key)
@@ -332,6 +440,7 @@ class Controller:
         """One reconcile pass and its one status write; when to run again (None: on events)."""
         logger = _ObjectLogger(log, {"object": f"{key[0]}/{key[1]}"})
         p = Pass(body, Status(body), get_settings(), logger)
+        log.debug("%s %s: pass at resourceVersion %s", self.kind, p.key, _rv(body))
         delay: float | None = None
         try:
             self.reconcile(p)
@@ -347,13 +456,30 @@ class Controller:
         except kopf.PermanentError as exc:
             RECONCILE_ERRORS.labels(kind=self.kind, error="permanent").inc()
             log.warning("%s %s: %s (waiting for a change)", self.kind, p.key, exc)
-        except Exception:
-            RECONCILE_ERRORS.labels(kind=self.kind, error="unexpected").inc()
-            n = self._failures[key] = self._failures.get(key, 0) + 1
-            delay = BACKOFF[min(n, len(BACKOFF)) - 1]
-            log.exception("%s %s: reconcile failed (again in %ss)", self.kind, p.key, delay)
+        except kube.Forbidden as exc:
+            delay = self._forbidden(p, str(exc))
+        except Exception as exc:
+            if kube.is_status(exc, 403):  # a call outside kube.py, or not RBAC (a quota)
+                delay = self._forbidden(p, f"forbidden: {kube.error_message(exc)}")
+            else:
+                RECONCILE_ERRORS.labels(kind=self.kind, error="unexpected").inc()
+                n = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = BACKOFF[min(n, len(BACKOFF)) - 1]
+                log.exception("%s %s: reconcile failed (again in %ss)", self.kind, p.key, delay)
         if p.status.changes:
             delay = self._write_status(key, p, delay)
+        return delay
+
+    def _forbidden(self, p: Pass, message: str) -> float:
+        """A refused request: ``Ready=False/Forbidden`` with the API server's words, a Warning
+        Event when that is news, one log line (no traceback), a slow retry."""
+        RECONCILE_ERRORS.labels(kind=self.kind, error="forbidden").inc()
+        ready = p.status.condition("Ready")
+        if ready.get("reason") != "Forbidden" or ready.get("message") != message[:32000]:
+            kopf.warn(p.body, reason="Forbidden", message=message[:1024])
+        p.status.cond("Ready", False, "Forbidden", message)
+        delay = p.settings.forbidden_retry_seconds
+        log.warning("%s %s: %s (again in %ss)", self.kind, p.key, message, delay)
         return delay
 
     def _write_status(self, key: Key, p: Pass, delay: float | None) -> float | None:
@@ -362,6 +488,10 @@ class Controller:
         except Exception as exc:
             if kube.is_status(exc, 404):
                 return None  # deleted meanwhile
+            if isinstance(exc, kube.Forbidden) or kube.is_status(exc, 403):
+                log.warning("%s %s: status write refused: %s (again in %ss)", self.kind, p.key,
+                            exc, p.settings.forbidden_retry_seconds)
+                return p.settings.forbidden_retry_seconds
             log.warning("%s %s: status write failed: %s", self.kind, p.key, exc)
             return min(delay or BACKOFF[2], BACKOFF[2])
         self._own_writes[key] = _rv(updated)

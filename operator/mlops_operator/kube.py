@@ -6,6 +6,10 @@ children (Jobs, ModelVersions), ``apply`` (server-side apply, field manager ``ml
 for children whose desired state changes (Deployments, Services, ConfigMaps, ...); ``patch_status``
 for the one status write of a reconcile pass. Children carry owner references built by
 :func:`mlops_operator.builders.common.owner_reference`; :func:`owned_by` checks adoption.
+
+A request the operator's RBAC does not allow raises :class:`Forbidden` (verb, resource,
+namespace): the controller turns it into a ``Ready=False/Forbidden`` condition, a Warning Event
+and a slow retry. Other 403s (a quota, an admission plugin) stay API errors.
 """
 
 from __future__ import annotations
@@ -58,6 +62,56 @@ def error_message(exc: BaseException) -> str:
     return str(exc)
 
 
+class Forbidden(Exception):  # noqa: N818 - named after the HTTP status, like the API's reason
+    """The API server refused a request because the operator's role lacks ``verb`` on
+    ``resource`` (``plural[.group][/subresource]``) in ``namespace`` ("" = cluster-scoped)."""
+
+    def __init__(self, verb: str, resource: str, namespace: str, message: str) -> None:
+        self.verb, self.resource, self.namespace = verb, resource, namespace
+        where = f"in namespace {namespace}" if namespace else "cluster-wide"
+        super().__init__(f"the operator may not {verb} {resource} {where} (RBAC): {message}")
+
+
+def allowed(verb: str, group: str, plural: str, namespace: str, subresource: str = "") -> bool:
+    """Whether the operator may ``verb`` the resource (a SelfSubjectAccessReview: every
+    authenticated user may ask this about itself)."""
+    from kubernetes.client import (
+        AuthorizationV1Api,
+        V1ResourceAttributes,
+        V1SelfSubjectAccessReview,
+        V1SelfSubjectAccessReviewSpec,
+    )
+
+    attributes = V1ResourceAttributes(verb=verb, group=group, resource=plural,
+                                      subresource=subresource or None,
+                                      namespace=namespace or None)
+    review = AuthorizationV1Api(api()).create_self_subject_access_review(
+        V1SelfSubjectAccessReview(spec=V1SelfSubjectAccessReviewSpec(
+            resource_attributes=attributes)), _request_timeout=TIMEOUT)
+    return bool(review.status.allowed)
+
+
+def _raise_if_forbidden(exc: BaseException, verbs: tuple[str, ...], group: str, plural: str,
+                        namespace: str, subresource: str = "") -> None:
+    """Raise :class:`Forbidden` from ``exc`` when it is a 403 and RBAC denies one of ``verbs``
+    (a server-side apply needs ``patch``, and ``create`` when the object is new)."""
+    if not is_status(exc, 403):
+        return
+    for verb in verbs:
+        try:
+            ok = allowed(verb, group, plural, namespace, subresource)
+        except Exception:  # noqa: BLE001 - cannot tell: the apiserver's 403 stands as it is
+            return
+        if not ok:
+            resource = (f"{plural}.{group}" if group else plural) + (
+                f"/{subresource}" if subresource else "")
+            raise Forbidden(verb, resource, namespace, error_message(exc)) from exc
+
+
+def _group(res: Any) -> str:
+    return str(getattr(res, "group", "") or "")
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """A kubernetes-client model (or a dict) as the API's camelCase JSON."""
     return dict(api().sanitize_for_serialization(obj))
@@ -89,20 +143,26 @@ def _dynamic(api_version: str, kind: str) -> Any:
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     """The object as the API has it now, or None."""
+    res = _dynamic(api_version, kind)
     try:
-        return _dynamic(api_version, kind).get(name=name, namespace=namespace,
-                                               _request_timeout=TIMEOUT).to_dict()
+        return res.get(name=name, namespace=namespace, _request_timeout=TIMEOUT).to_dict()
     except Exception as exc:
         if is_status(exc, 404):
             return None
+        _raise_if_forbidden(exc, ("get",), _group(res), res.name, namespace)
         raise
 
 
 def list_(api_version: str, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
     """Objects of a kind in a namespace matching a label selector."""
-    res = _dynamic(api_version, kind).get(namespace=namespace, label_selector=selector or None,
-                                          _request_timeout=TIMEOUT)
-    return [item.to_dict() for item in res.items]
+    res = _dynamic(api_version, kind)
+    try:
+        found = res.get(namespace=namespace, label_selector=selector or None,
+                        _request_timeout=TIMEOUT)
+    except Exception as exc:
+        _raise_if_forbidden(exc, ("list",), _group(res), res.name, namespace)
+        raise
+    return [item.to_dict() for item in found.items]
 
 
 def create_or_get(manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -118,6 +178,7 @@ def create_or_get(manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
                           field_manager=FIELD_MANAGER, _request_timeout=TIMEOUT).to_dict(), True
     except Exception as exc:
         if not is_status(exc, 409):
+            _raise_if_forbidden(exc, ("create",), _group(res), res.name, meta["namespace"])
             raise
     found = get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
     if found is None:
@@ -131,23 +192,27 @@ def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Server-side apply ``manifest`` as ``mlops-operator`` (create or converge; idempotent)."""
     meta = manifest["metadata"]
     res = _dynamic(manifest["apiVersion"], manifest["kind"])
-    return res.server_side_apply(
-        body=dict(manifest), name=meta["name"], namespace=meta["namespace"],
-        field_manager=FIELD_MANAGER, force_conflicts=True, _request_timeout=TIMEOUT,
-    ).to_dict()
+    try:
+        return res.server_side_apply(
+            body=dict(manifest), name=meta["name"], namespace=meta["namespace"],
+            field_manager=FIELD_MANAGER, force_conflicts=True, _request_timeout=TIMEOUT,
+        ).to_dict()
+    except Exception as exc:
+        _raise_if_forbidden(exc, ("patch", "create"), _group(res), res.name, meta["namespace"])
+        raise
 
 
 def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
     """Delete (background propagation); False when it was gone already."""
+    res = _dynamic(api_version, kind)
     try:
-        _dynamic(api_version, kind).delete(
-            name=name, namespace=namespace, body={"propagationPolicy": "Background"},
-            _request_timeout=TIMEOUT,
-        )
+        res.delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"},
+                   _request_timeout=TIMEOUT)
         return True
     except Exception as exc:
         if is_status(exc, 404):
             return False
+        _raise_if_forbidden(exc, ("delete",), _group(res), res.name, namespace)
         raise
 
 
@@ -155,10 +220,14 @@ def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, An
     """Merge ``status`` into one of our resources' status subresource; the updated object."""
     from kubernetes.client import CustomObjectsApi
 
-    return CustomObjectsApi(api()).patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, plural, name, {"status": dict(status)},
-        _request_timeout=TIMEOUT,
-    )
+    try:
+        return CustomObjectsApi(api()).patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, plural, name, {"status": dict(status)},
+            _request_timeout=TIMEOUT,
+        )
+    except Exception as exc:
+        _raise_if_forbidden(exc, ("patch",), GROUP, plural, namespace, "status")
+        raise
 
 
 def failed_create(namespace: str, uid: str) -> str | None:
@@ -166,9 +235,13 @@ def failed_create(namespace: str, uid: str) -> str | None:
     ReplicaSet whose pods the apiserver refused: admission, quota, a missing ServiceAccount)."""
     from kubernetes.client import CoreV1Api
 
-    events = CoreV1Api(api()).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.uid={uid},reason=FailedCreate",
-        _request_timeout=TIMEOUT).items
+    try:
+        events = CoreV1Api(api()).list_namespaced_event(
+            namespace, field_selector=f"involvedObject.uid={uid},reason=FailedCreate",
+            _request_timeout=TIMEOUT).items
+    except Exception as exc:
+        _raise_if_forbidden(exc, ("list",), "", "events", namespace)
+        raise
     if not events:
         return None
     latest = max(events, key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)

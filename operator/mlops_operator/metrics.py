@@ -29,7 +29,8 @@ STAGE_DURATION = Histogram(
 )
 RECONCILE_ERRORS = Counter(
     "mlops_reconcile_errors_total",
-    "Handler errors, by resource kind and kind of error (temporary/permanent)",
+    "Reconcile pass errors, by resource kind and kind of error (temporary, permanent, "
+    "forbidden: refused by the API server, unexpected)",
     ["kind", "error"],
 )
 

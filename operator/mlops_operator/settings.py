@@ -18,8 +18,9 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
 
     mlflow_tracking_uri: str = Field(
-        "http://127.0.0.1:5000",
-        description="MLflow tracking server (and Model Registry) the operator talks to",
+        "",
+        description="MLflow tracking server (and Model Registry) the operator talks to; "
+        "required: without it the operator reconciles nothing and its readiness probe fails",
     )
     mlflow_tracking_uri_for_pods: str | None = Field(
         None,
@@ -85,6 +86,10 @@ class OperatorSettings(BaseSettings):
         None, ge=0, description="this replica's kopf peering priority (the highest one works, "
         "the others wait); default: random, so two replicas of one Deployment never tie"
     )
+    forbidden_retry_seconds: float = Field(
+        60.0, gt=0, description="when a pass is refused by the API server (403: the operator's "
+        "RBAC lacks a verb), how long until it is tried again"
+    )
     peering_lifetime_seconds: int = Field(
         60, ge=5, description="how long a replica's peering record counts without a heartbeat "
         "(how soon a standby takes over from a dead replica)"
@@ -96,6 +101,16 @@ class OperatorSettings(BaseSettings):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @property
+    def missing(self) -> str | None:
+        """What the operator cannot work without, said for its log and readiness probe (None:
+        nothing is missing)."""
+        if not self.mlflow_tracking_uri.strip():
+            return ("MLOPS_MLFLOW_TRACKING_URI is not set (or empty): the operator needs the MLflow "
+                    "tracking server's URI (chart: mlflow.trackingUri or mlflow.enabled); it stays "
+                    "not ready and reconciles nothing until it is set")
+        return None
 
     @property
     def pod_tracking_uri(self) -> str:

@@ -1,5 +1,10 @@
 """The one startup handler (kopf settings, our settings, /metrics, the controllers' workers and
-the alias watch) and its cleanup."""
+the alias watch), its cleanup, and the readiness probe.
+
+Without an MLflow tracking URI the operator does not crash (a restart would not help): it logs
+an ERROR naming ``MLOPS_MLFLOW_TRACKING_URI``, starts no worker (nothing is reconciled, no
+webhook is served) and its readiness probe — kopf's ``/healthz``, which answers from the
+``@kopf.on.probe`` handlers — fails with the same message."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import kopf
 from .. import GROUP
 from ..alerts import start_receiver, stop_receiver
 from ..aliases import WATCH
-from ..controller import CONTROLLERS
+from ..controller import CONTROLLERS, quiet
 from ..metrics import serve_metrics
 from ..mlflow_utils import make_client
 from ..settings import get_settings
@@ -56,6 +61,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
                                      else random.randint(1, 2**30))
         settings.peering.lifetime = cfg.peering_lifetime_seconds
     memo.settings = cfg
+    if cfg.missing:
+        # not a crash (a restart would not help): not ready, nothing reconciled, said plainly
+        log.error("%s", cfg.missing)
+        if cfg.metrics_port:
+            _serve_metrics(cfg)
+        return
     # Import MLflow here, once, before any handler thread does: sync handlers run in a thread
     # pool, and two threads importing mlflow for the first time at once can leave a partially
     # initialised module in sys.modules for the life of the process.
@@ -65,12 +76,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     import mlflow.exceptions  # noqa: F401
     import mlflow.tracking  # noqa: F401
     if cfg.metrics_port:
-        try:
-            serve_metrics(cfg.metrics_port, cfg.metrics_host)
-        except OSError as exc:
-            raise kopf.PermanentError(
-                f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc}"
-            ) from exc
+        _serve_metrics(cfg)
     try:
         _receiver.append(await start_receiver(cfg))
     except OSError as exc:
@@ -82,6 +88,40 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         cfg.resync_seconds), name="alias-watch"))
     log.info("mlops-operator configured: mlflow=%s namespaces=%s", cfg.mlflow_tracking_uri,
              cfg.namespaces or "all")
+
+
+def _serve_metrics(cfg: Any) -> None:
+    try:
+        serve_metrics(cfg.metrics_port, cfg.metrics_host)
+    except OSError as exc:
+        raise kopf.PermanentError(
+            f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc}"
+        ) from exc
+
+
+@kopf.on.probe(id="configured")
+def configured(**_: Any) -> bool:
+    """Readiness (kopf's ``/healthz`` answers 500 while a probe fails): the settings the
+    operator cannot work without are there."""
+    missing = get_settings().missing
+    if missing:
+        raise kopf.PermanentError(missing)
+    return True
+
+
+class _FailedProbe(logging.Filter):
+    """aiohttp logs every failed probe request with two tracebacks (kopf's probe endpoint lets
+    the handlers' error out); kopf has said why already, in one ERROR line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from kopf._core.engines.activities import ActivityError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ActivityError)
+
+
+quiet("kopf.activities.probe", "Activity", "configured")  # every probe, every few seconds
+logging.getLogger("aiohttp.server").addFilter(_FailedProbe())
 
 
 @kopf.on.cleanup()

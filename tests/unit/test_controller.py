@@ -1,0 +1,96 @@
+"""controller.py without a cluster: kopf's pause toggles stop the work queue's workers; kopf's
+success lines of the watches are DEBUG; the settings say what is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import pytest
+from kopf._cogs.aiokits.aiotoggles import Toggle
+
+from mlops_operator.controller import PEERING, Controller, Pass, quiet
+from mlops_operator.settings import OperatorSettings
+
+
+def body(name: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": name, "uid": f"uid-{name}",
+                         "resourceVersion": "1", "generation": 1}}
+
+
+async def test_workers_run_no_pass_while_kopf_pauses_this_replica() -> None:
+    ran: list[str] = []
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def reconcile(p: Pass) -> None:
+        ran.append(p.name)
+        loop.call_soon_threadsafe(done.set)
+
+    ctl = Controller("Thing", "things", reconcile)
+    await ctl.start(workers=2)
+    paused = Toggle(True, name="peering@ns")
+    PEERING.watch(paused)
+    try:
+        ctl._spawn_workers()
+        ctl.observe("ADDED", body("a"))
+        ctl.enqueue(("ns", "a"), delay=0.01)  # a timer firing during the pause, too
+        while ("ns", "a") in ctl._queue._timers:  # until the timer has fired
+            await asyncio.sleep(0.005)
+        for _ in range(50):  # let every task run as far as it can
+            await asyncio.sleep(0)
+        assert ran == []
+        assert len(ctl._queue) == 1  # kept for later, once
+        await paused.turn_to(False)
+        await asyncio.wait_for(done.wait(), timeout=30)
+        assert ran == ["a"]
+    finally:
+        await paused.turn_to(False)
+        await ctl.stop()
+
+
+async def test_a_key_taken_as_the_pause_starts_goes_back_to_the_queue() -> None:
+    started = threading.Event()
+    ctl = Controller("Thing", "things", lambda p: started.set())
+    await ctl.start(workers=1)
+    paused = Toggle(False, name="peering@ns")
+    PEERING.watch(paused)
+    try:
+        ctl._spawn_workers()
+        for _ in range(20):
+            await asyncio.sleep(0)  # the worker waits for a key, not paused
+        await paused.turn_to(True)
+        ctl.observe("ADDED", body("b"))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not started.is_set() and len(ctl._queue) == 1
+    finally:
+        await paused.turn_to(False)
+        await ctl.stop()
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
+def test_watch_successes_are_debug_and_errors_stay(level: int,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    quiet("kopf.objects", "Handler", "Thing-children")
+    kopf_objects = logging.getLogger("kopf.objects")
+    with caplog.at_level(level, logger="kopf.objects"):
+        kopf_objects.info("Handler 'Thing-children' succeeded.")
+        kopf_objects.info("Handler 'other' succeeded.")
+        kopf_objects.error("Handler 'Thing-children' failed with an exception.")
+    seen = [(r.levelname, r.getMessage()) for r in caplog.records]
+    quieted = [("DEBUG", "Handler 'Thing-children' succeeded.")] if level == logging.DEBUG else []
+    assert seen == [*quieted, ("INFO", "Handler 'other' succeeded."),
+                    ("ERROR", "Handler 'Thing-children' failed with an exception.")]
+
+
+@pytest.mark.parametrize("uri", ["", "  "])
+def test_no_tracking_uri_is_missing_and_named(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", uri)
+    assert "MLOPS_MLFLOW_TRACKING_URI" in (OperatorSettings().missing or "")
+    monkeypatch.delenv("MLOPS_MLFLOW_TRACKING_URI")
+    assert "MLOPS_MLFLOW_TRACKING_URI" in (OperatorSettings().missing or "")
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert OperatorSettings().missing is None
