@@ -42,10 +42,18 @@ from .common import (
     Timestamp,
     default_of,
     unique,
+    with_cel,
 )
 from .trainingrun import TrainingRunSpec
 
 MAX_VARIANTS = 8
+#: The model server's gRPC port (container port and Service port ``grpc``); the HTTP port
+#: ``runtime.port`` must differ from it.
+GRPC_PORT = 8081
+GRPC_PORT_CLASH = (
+    f"port {GRPC_PORT} is the model server's gRPC port (container and Service port grpc); "
+    "choose another HTTP port"
+)
 
 
 class Autoscaling(ApiModel):
@@ -89,7 +97,13 @@ class RuntimeSpec(ApiModel):
     resources: ResourceRequirements | None = Field(
         default=None, description="Requests and limits of each serving pod."
     )
-    port: int = Field(default=8080, ge=1, le=65535, description="HTTP port of the server.")
+    port: int = Field(
+        default=8080,
+        ge=1,
+        le=65535,
+        description=f"HTTP port of the server (and of the router); not {GRPC_PORT}, the gRPC port.",
+        json_schema_extra=with_cel(CelRule(f"self != {GRPC_PORT}", GRPC_PORT_CLASH)),
+    )
     env: EnvList | None = Field(default=None, description="Extra environment variables.")
     env_from: EnvFromList | None = Field(
         default=None, description="Environment variables from ConfigMaps and Secrets."
@@ -352,6 +366,8 @@ class ModelDeploymentSpec(ApiModel):
         mirror = self.traffic.mirror
         if mirror is not None and mirror.variant not in names:
             raise ValueError("traffic.mirror.variant must name one of the variants")
+        if self.runtime.port == GRPC_PORT:
+            raise ValueError(GRPC_PORT_CLASH)
         if self.rollout.strategy == "Canary" and not self.rollout.steps:
             raise ValueError("strategy Canary needs at least one step")
         if self.retrain is not None and self.retrain.template.model != self.model:

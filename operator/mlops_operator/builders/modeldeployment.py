@@ -26,8 +26,10 @@ the stable Deployment is an ordinary rolling update.
 
 Serving pods run ``mlops-runtime serve`` configured through its ``MLOPS_RUNTIME_*`` env vars
 (model URI pinned to ``models:/<model>/<version>``, served name, variant label of the metrics,
-port) and bind the pod IP (``MLOPS_RUNTIME_HOST`` from ``status.podIP``; set it to ``0.0.0.0``
-in ``spec.runtime.env`` if ``kubectl port-forward`` is needed). The runtime labels its metrics
+HTTP port, gRPC port, always 8081) and bind the pod IP (``MLOPS_RUNTIME_HOST`` from
+``status.podIP``; set it to ``0.0.0.0`` in ``spec.runtime.env`` if ``kubectl port-forward`` is
+needed). Readiness is the gRPC health check, liveness ``/v2/health/live`` (see
+:func:`container_spec`). The runtime labels its metrics
 with ``model``, ``version`` (of the loaded model) and ``variant``; canary pods use the variant's
 own name, so ``{variant="champion", version="4"}`` is the canary of ``champion`` at version 4.
 """
@@ -38,7 +40,7 @@ import re
 from typing import Any, Literal
 
 from ..api import ModelDeploymentSpec
-from ..api.modeldeployment import Variant
+from ..api.modeldeployment import GRPC_PORT, Variant
 from .common import (
     LABEL_COMPONENT,
     LABEL_DEPLOYMENT,
@@ -68,6 +70,12 @@ SERVER_CONTAINER = "server"
 ROUTER_CONTAINER = "router"
 #: Name of the HTTP port on containers and Services (the router config refers to it).
 PORT_NAME = "http"
+#: Name of the model server's gRPC port (Open Inference Protocol + grpc.health.v1) on its
+#: containers and Services; the number is :data:`GRPC_PORT` (8081, KServe's and MLServer's).
+GRPC_PORT_NAME = "grpc"
+#: ``appProtocol`` of the Service port ``grpc``: cleartext HTTP/2 (Gateway API implementations
+#: and meshes then speak HTTP/2 to the pods).
+GRPC_APP_PROTOCOL = "kubernetes.io/h2c"
 SERVER_COMMAND = ("mlops-runtime", "serve")
 ROUTER_COMMAND = ("mlops-runtime", "router")
 READY_PATH = "/v2/health/ready"
@@ -87,6 +95,7 @@ RESERVED_ENV = (
     "MLOPS_RUNTIME_MODEL_NAME",
     "MLOPS_RUNTIME_VARIANT",
     "MLOPS_RUNTIME_PORT",
+    "MLOPS_RUNTIME_GRPC_PORT",  # the container port, Service port and probe are built for it
 )
 #: Metric of the custom/metrics API used for ``targetRequestsPerSecond`` (prometheus-adapter's
 #: default rule turns the runtime's ``mlops_runtime_requests_total`` into ``..._per_second``).
@@ -225,6 +234,18 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def _grpc_probe(port: int, period: int, failures: int) -> dict[str, Any]:
+    """Kubernetes' built-in gRPC probe: ``grpc.health.v1.Health/Check`` with service ``""``
+    (the whole server; the runtime answers ``SERVING`` once the model is loaded). The port must
+    be a number: ``GRPCAction`` takes no port names."""
+    return {
+        "grpc": {"port": port, "service": ""},  # written as the apiserver defaults it
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
 def container_spec(
     name: str,
     image: str,
@@ -233,14 +254,29 @@ def container_spec(
     env: list[dict[str, Any]],
     ready_path: str,
     live_path: str,
+    *,
+    grpc_port: int | None = None,
 ) -> dict[str, Any]:
+    """A container serving HTTP on ``port`` (probes on the port ``http``).
+
+    With ``grpc_port`` (the model server) it also has the port ``grpc``, and readiness is the
+    gRPC health check there while liveness stays HTTP: a pod is Ready only when its gRPC server
+    answers ``SERVING`` (which, like ``/v2/health/ready``, means the model is loaded: both come
+    from the same ``DataPlane.ready()``), and a pod whose HTTP server stops answering is
+    restarted — each transport is probed by one of the two.
+    """
+    ports = [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}]
+    readiness = _probe(ready_path, period=2, failures=2)
+    if grpc_port is not None:
+        ports.append({"name": GRPC_PORT_NAME, "containerPort": grpc_port, "protocol": "TCP"})
+        readiness = _grpc_probe(grpc_port, period=2, failures=2)
     return {
         "name": name,
         "image": image,
         "command": list(command),
-        "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+        "ports": ports,
         "env": env,
-        "readinessProbe": _probe(ready_path, period=2, failures=2),
+        "readinessProbe": readiness,
         "livenessProbe": {**_probe(live_path, period=10, failures=3), "initialDelaySeconds": 5},
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "securityContext": restricted_security_context(),
@@ -293,6 +329,7 @@ def server_env(
         env_var("MLOPS_RUNTIME_MODEL_NAME", spec.model),
         env_var("MLOPS_RUNTIME_VARIANT", variant),
         env_var("MLOPS_RUNTIME_PORT", str(spec.runtime.port)),
+        env_var("MLOPS_RUNTIME_GRPC_PORT", str(GRPC_PORT)),
         field_env("MLOPS_RUNTIME_HOST", "status.podIP"),
         env_var("MLFLOW_TRACKING_URI", tracking_uri),
     ]
@@ -346,6 +383,7 @@ def build_variant_deployment(
         server_env(spec, variant, version, tracking_uri),
         READY_PATH,
         LIVE_PATH,
+        grpc_port=GRPC_PORT,
     )
     if runtime.env_from:
         container["envFrom"] = [e.to_k8s() for e in runtime.env_from]
@@ -372,18 +410,19 @@ def service_manifest(
     labels: dict[str, str],
     selector: dict[str, str],
     port: int,
+    *,
+    grpc: bool = False,
 ) -> dict[str, Any]:
+    """A ClusterIP Service with the port ``http``, and ``grpc`` (h2c) over model servers."""
+    ports = [{"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP"}]
+    if grpc:
+        ports.append({"name": GRPC_PORT_NAME, "port": GRPC_PORT, "targetPort": GRPC_PORT_NAME,
+                      "protocol": "TCP", "appProtocol": GRPC_APP_PROTOCOL})
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": child_metadata(name, namespace, uid, md_name, labels),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [
-                {"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP"}
-            ],
-        },
+        "spec": {"type": "ClusterIP", "selector": selector, "ports": ports},
     }
 
 
@@ -406,6 +445,7 @@ def build_variant_service(
         {**md_labels(md_name, spec.model), **selector},
         selector,
         spec.runtime.port,
+        grpc=True,
     )
 
 

@@ -245,6 +245,7 @@ def build_service_mode_service(
         {**md_labels(md_name, spec.model), LABEL_COMPONENT: COMPONENT_SERVER},
         all_servers_selector(md_name),
         spec.runtime.port,
+        grpc=True,  # gRPC clients reach every variant here (the router proxies HTTP only)
     )
 
 

@@ -211,7 +211,7 @@ def test_variant_objects_are_accepted_and_services_select_their_own_pods(owner: 
         for key, value in restricted_security_context().items():
             assert container["securityContext"][key] == value, name
         assert pod["securityContext"]["runAsNonRoot"] is True
-        assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert container["readinessProbe"]["grpc"] == {"port": 8081, "service": ""}
         assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
         assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0  # kept by the server
         assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}

@@ -147,12 +147,14 @@ def test_deployment_pins_the_version_and_configures_the_runtime() -> None:
     assert env["MLOPS_RUNTIME_MODEL_NAME"] == "iris"
     assert env["MLOPS_RUNTIME_VARIANT"] == "champion"
     assert env["MLOPS_RUNTIME_PORT"] == "8080"
+    assert env["MLOPS_RUNTIME_GRPC_PORT"] == "8081"
     assert env["MLOPS_RUNTIME_HOST"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["MLFLOW_TRACKING_URI"] == TRACKING
     container = container_of(manifest)
     assert container["command"] == ["mlops-runtime", "serve"]
     assert container["image"] == "ghcr.io/mlops-operator/mlops-runtime:0.1.0"
-    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                                  {"name": "grpc", "containerPort": 8081, "protocol": "TCP"}]
     assert container["resources"] == {
         "requests": {"cpu": "100m", "memory": "256Mi"},
         "limits": {"memory": "512Mi"},
@@ -170,14 +172,14 @@ def test_the_runtime_reads_exactly_the_env_the_builder_writes(
     assert settings.model_uri == "models:/iris/7"
     assert settings.model_name == "iris"
     assert settings.variant == "champion"
-    assert (settings.host, settings.port) == ("10.0.0.5", 8080)
+    assert (settings.host, settings.port, settings.grpc_port) == ("10.0.0.5", 8080, 8081)
 
 
 def test_probes_security_and_graceful_termination() -> None:
     manifest = deployment()
     pod = manifest["spec"]["template"]["spec"]
     container = container_of(manifest)
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert container["readinessProbe"]["grpc"] == {"port": 8081, "service": ""}  # the server
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert container["securityContext"] == restricted_security_context()
     assert pod["securityContext"] == {
@@ -311,7 +313,9 @@ def test_variant_service_selects_one_role_of_one_variant(role: str) -> None:
     assert svc["metadata"]["name"] == dep["metadata"]["name"]
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     assert svc["spec"]["ports"] == [
-        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP",
+         "appProtocol": "kubernetes.io/h2c"},
     ]
     assert svc["metadata"]["labels"]["mlops.dev/variant"] == "challenger"
 
