@@ -273,7 +273,11 @@ def run_probe(
             out = (done.stdout + done.stderr).decode("utf-8", "replace").strip()[-500:]
             return False, f"exec probe exited {done.returncode}: {out}"
         if "grpc" in probe:
-            return True, "grpc probes are not supported by the local node; assumed healthy"
+            from . import grpcprobe  # grpcio loads on the first gRPC probe only
+
+            spec = probe["grpc"] or {}
+            port = probe_port(spec.get("port"), ports)
+            return grpcprobe.check(pod_ip, port, str(spec.get("service") or ""), timeout)
     except (httpx.HTTPError, OSError, ValueError, subprocess.TimeoutExpired,
             ContainerConfigError) as exc:
         return False, f"probe failed: {exc}"
