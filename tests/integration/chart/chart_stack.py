@@ -29,18 +29,6 @@ GITOPS_MANAGER = "argocd-controller"
 RELEASE = "mlops"
 RELEASE_NS = "mlops-system"
 
-#: The node stand-in hands a pod its ServiceAccount token as a kubeconfig with ``tokenFile``
-#: (there is no /var/run/secrets on the host). kopf prefers pykube-ng's login when pykube is
-#: installed, and pykube ignores ``tokenFile``: the operator would talk to the API server as
-#: ``system:anonymous``. Until the operator registers ``kopf.login_via_client`` itself (the
-#: official client reads ``tokenFile``; in-cluster both work), the tests run the image's
-#: entrypoint through this shim, which does exactly that and nothing else.
-LOGIN_SHIM = [
-    "python", "-c",
-    "import sys, kopf; kopf.on.login()(kopf.login_via_client); "
-    "from mlops_operator.cli import main; sys.exit(main())",
-]
-
 #: Every request of a service account, with its verb and object, at Metadata level.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -79,9 +67,11 @@ class ChartStack:
         return out
 
     def values(self, **extra: Any) -> list[str]:
-        """`--set` arguments for this stack (MLflow, fast resync, the login shim) plus ``extra``."""
-        sets = {"mlflow.trackingUri": self.tracking_uri, "resyncSeconds": "3",
-                "command": LOGIN_SHIM, **extra}
+        """`--set` arguments for this stack (MLflow, fast resync) plus ``extra``. The node stand-in
+        runs the image's entrypoint (``mlops-operator run``) from the project's environment; the
+        operator logs in with the kubernetes client, which reads the ``tokenFile`` of the
+        kubeconfig the stand-in hands the pod for its ServiceAccount."""
+        sets = {"mlflow.trackingUri": self.tracking_uri, "resyncSeconds": "3", **extra}
         args: list[str] = []
         for key, value in sets.items():
             args += ["--set-json" if not isinstance(value, str) else "--set",

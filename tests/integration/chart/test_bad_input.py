@@ -1,9 +1,6 @@
 """Bad input and failure at install time: a missing MLflow URI fails the operator's readiness
-with a log line that says so; RBAC missing a verb gives a condition naming verb and resource.
-
-Both need operator changes (reported to the lead: a kopf probe for the URI, 403s turned into a
-condition); until then they are strict xfails, so they fail loudly once the operator does it.
-"""
+with a log line that says so; RBAC missing a verb gives a condition naming verb and resource
+(faster variants on the plain local stack: tests/integration/controller/)."""
 
 from __future__ import annotations
 
@@ -19,7 +16,6 @@ from mlops_localstack.cluster import poll
 pytestmark = [pytest.mark.integration, pytest.mark.install]
 
 
-@pytest.mark.xfail(strict=True, reason="operator: readiness probe for the MLflow URI (lead)")
 def test_missing_mlflow_uri_fails_readiness_with_a_clear_log_line(chart_stack: ChartStack) -> None:
     stack = chart_stack
     if stack.release_exists():
@@ -34,14 +30,18 @@ def test_missing_mlflow_uri_fails_readiness_with_a_clear_log_line(chart_stack: C
                             if (p.get("status") or {}).get("containerStatuses")], timeout=120)[0]
         name = pod["metadata"]["name"]
         poll("the log line naming the missing URI",
-             lambda: "MLOPS_MLFLOW_TRACKING_URI" in stack.node.logs(RELEASE_NS, name),
-             timeout=90, interval=1)
-        assert not stack.ready_pods()
+             lambda: "ERROR mlops_operator.handlers.startup: MLOPS_MLFLOW_TRACKING_URI is not set"
+             in stack.node.logs(RELEASE_NS, name), timeout=90, interval=1)
+        # the readiness probe (kopf's /healthz) has failed, and the pod keeps running
+        poll("a failed readiness probe", lambda: "Activity 'configured' failed permanently"
+             in stack.node.logs(RELEASE_NS, name), timeout=90, interval=1)
+        [pod] = stack.operator_pods()
+        assert not stack.ready_pods(), pod["status"]
+        assert [c["restartCount"] for c in pod["status"]["containerStatuses"]] == [0]
     finally:
         stack.uninstall()
 
 
-@pytest.mark.xfail(strict=True, reason="operator: a 403 becomes a condition naming the verb (lead)")
 def test_rbac_missing_a_verb_is_a_condition_naming_it(chart_stack: ChartStack,
                                                        tmp_path: Path) -> None:
     stack = chart_stack
@@ -69,7 +69,11 @@ def test_rbac_missing_a_verb_is_a_condition_naming_it(chart_stack: ChartStack,
             return None
 
         cond = poll("a condition naming `create` and `jobs`", forbidden, timeout=120, interval=1)
-        assert cond["reason"] in ("Forbidden", "RBACForbidden"), cond
+        print(cond)
+        assert cond["type"] == "Ready" and cond["reason"] == "Forbidden", cond
+        assert f"may not create jobs.batch in namespace {ns}" in cond["message"], cond
         assert f"system:serviceaccount:{RELEASE_NS}:{RELEASE}-mlops-operator" in cond["message"]
+        logs = stack.operator_logs(tail=400)
+        assert "Traceback" not in logs, logs
     finally:
         stack.uninstall()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_stack import EXAMPLES, LOGIN_SHIM, RELEASE_NS, ChartStack, kube_json
+from chart_stack import EXAMPLES, RELEASE_NS, ChartStack, kube_json
 
 from mlops_localstack.cluster import poll
 
@@ -21,27 +21,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.install]
 PEERING = "mlops-ha"
 LIFETIME = 10  # seconds a keep-alive is valid: the handover bound after a hard kill
 
-#: Each replica needs a priority of its own (kopf pauses every operator of equal priority) and a
-#: short keep-alive lifetime. Until the operator takes both from settings (reported to the lead),
-#: the login shim's startup handler sets them.
-HA_SHIM = [LOGIN_SHIM[0], LOGIN_SHIM[1], (
-    "import sys, random, kopf\n"
-    "kopf.on.login()(kopf.login_via_client)\n"
-    "@kopf.on.startup()\n"
-    "def _peering(settings, **_):\n"
-    "    settings.peering.priority = random.randint(1, 2**30)\n"
-    f"    settings.peering.lifetime = {LIFETIME}\n"
-    "from mlops_operator.cli import main\n"
-    "sys.exit(main())\n")]
-
 
 @pytest.fixture(scope="module")
 def ha(chart_stack: ChartStack) -> Iterator[ChartStack]:
     stack = chart_stack
     if stack.release_exists():
         stack.uninstall()
-    stack.install(*stack.values(replicaCount=2, peering=PEERING, command=HA_SHIM),
-                  wait_ready=False)
+    # each replica draws a random peering priority (the operator's default: no tie); a short
+    # keep-alive lifetime bounds the handover after a hard kill
+    stack.install(*stack.values(replicaCount=2, peering=PEERING, extraEnv=[
+        {"name": "MLOPS_PEERING_LIFETIME_SECONDS", "value": str(LIFETIME)}]), wait_ready=False)
     stack.wait_operator_ready(replicas=2)
     try:
         yield stack
