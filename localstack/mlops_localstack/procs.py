@@ -22,6 +22,11 @@ from typing import Any, Self
 import httpx
 
 _PR_SET_PDEATHSIG = 1
+# The stack forks its children from a process that may also speak gRPC (the node's gRPC
+# probes): with gRPC's fork handlers on, a fork while its threads are busy crashed the child
+# before exec ("skipping fork() handlers", then SIGSEGV). The children exec at once and never
+# use the parent's gRPC state, so the handlers are not needed. Read when gRPC is first used.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 class LocalStackError(RuntimeError):

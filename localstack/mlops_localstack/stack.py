@@ -215,11 +215,15 @@ def start_operator(
     if verbose:
         argv.append("--verbose")
     proc = ManagedProcess("operator", argv, log_path, env=env).start()
-    proc.wait_until(
-        lambda: httpx.get(liveness, timeout=2).status_code == 200,
-        timeout=timeout,
-        what="live (kopf /healthz)",
-    )
+    try:
+        proc.wait_until(
+            lambda: httpx.get(liveness, timeout=2).status_code == 200,
+            timeout=timeout,
+            what="live (kopf /healthz)",
+        )
+    except BaseException:
+        proc.stop()  # not live in time: never leave it running unseen next to a new one
+        raise
     return proc
 
 
