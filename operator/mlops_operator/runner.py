@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import logging
+import os
 import signal
 
 import kopf
@@ -23,13 +24,15 @@ def run(
     Scope: ``all_namespaces`` → cluster-wide; else ``namespaces`` (globs such as ``team-*``
     allowed); else ``MLOPS_NAMESPACES``; else cluster-wide.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # kopf's own root handler, with our format (a second handler would print every line twice)
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.PLAIN)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     # `kill -USR1 <pid>` prints every thread's stack to stderr (a stuck pass shows where)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # MLflow 3's client reports usage to mlflow-telemetry.io from a thread it starts at import
+    # and records every client call for it: an operator does not phone home unless asked to.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     cfg = get_settings()
     ns = [] if all_namespaces else (namespaces or cfg.namespaces)
     from . import handlers  # noqa: F401 - registers handlers
