@@ -298,6 +298,14 @@ class ModelVersionStatus(ApiModel):
     )
     promoted_time: Timestamp | None = Field(default=None, description="When it was promoted.")
     message: Str | None = Field(default=None, description="Summary of the last transition.")
+    validation_job: ShortStr | None = Field(
+        default=None,
+        description="The validation Job of the current spec (named by a hash of the model "
+        "version and spec.validation.job; Jobs of a superseded spec are deleted).",
+    )
+    validated_generation: int | None = Field(
+        default=None, description="metadata.generation whose gates produced status.checks."
+    )
     conditions: Conditions | None = Field(default=None, description="Ready and friends.")
     observed_generation: int | None = Field(
         default=None, description="metadata.generation last reconciled."

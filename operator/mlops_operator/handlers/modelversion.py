@@ -32,7 +32,13 @@ from ..aliases import WATCH
 from ..api import ModelVersionSpec
 from ..builders.common import LABEL_TRAININGRUN
 from ..builders.jobs import job_outcome, pod_termination_message
-from ..builders.modelversion import build_validation_job, check_dicts, validation_job_name
+from ..builders.modelversion import (
+    build_validation_job,
+    check_dicts,
+    validation_job_key,
+    validation_job_name,
+    validation_job_selector,
+)
 from ..conditions import now_iso
 from ..controller import Pass, Status, Waiting, controller
 from ..metrics import observe_stage
@@ -57,9 +63,18 @@ def _client(p: Pass) -> Any:
     return make_client(p.settings.mlflow_tracking_uri, p.settings.mlflow_request_timeout)
 
 
+#: ``status.message`` is at most this long (the CRD refuses a longer one, and the whole status
+#: write with it); the condition keeps the full text.
+MESSAGE_MAX = 1024
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MESSAGE_MAX else message[:MESSAGE_MAX - 3] + "..."
+
+
 def _fail(p: Pass, reason: str, message: str, phase: str = "Failed") -> None:
     """Terminal outcome for this generation: status, condition, Warning Event."""
-    p.status.set(phase=phase, message=message)
+    p.status.set(phase=phase, message=_clip(message))
     p.status.observed()
     p.status.cond("Ready", False, reason, message)
     kopf.warn(p.body, reason=reason, message=message)
@@ -114,7 +129,12 @@ def pipeline(p: Pass, mv: ModelVersionSpec, started: float) -> None:
     tags = reg.lineage_tags(p.namespace, p.name, run_id,
                             (p.meta.get("labels") or {}).get(LABEL_TRAININGRUN))
     reg.set_tags(client, mv.model, version, {**tags, **(mv.tags or {})})
-    if mv.validation and mv.validation.job:
+    job = mv.validation.job if mv.validation else None
+    job_name = validation_job_name(p.name, validation_job_key(mv.model, version, job)) \
+        if job else None
+    prune_validation_jobs(p, keep=job_name)
+    st.set(validationJob=job_name)
+    if job_name:
         job_started = run_validation_job(p, mv, version, run_id)
         if job_started is None:
             return  # failed: status written
@@ -178,6 +198,7 @@ def registry_version(p: Pass, mv: ModelVersionSpec, client: Any) -> Any:
         if st.condition("Ready").get("reason") != "VersionNotFound":
             kopf.warn(p.body, reason="VersionNotFound", message=message)
         st.set(phase="Pending", message=message)
+        st.observed()  # this generation was seen: it waits for its version
         st.cond("Ready", False, "VersionNotFound", message)
         raise kopf.TemporaryError(message, delay=max(5.0, p.settings.resync_seconds)) from exc
 
@@ -195,7 +216,7 @@ def gate(p: Pass, mv: ModelVersionSpec, client: Any, version: str, run_id: str |
     promote_holder = reg.alias_holder(client, mv.model, mv.promote.alias)
     checks = evaluate_gates(mv.validation, metrics, baselines, run_id=run_id or "?",
                             candidate_version=version, force=mv.promote.force)
-    p.status.set(checks=check_dicts(checks))
+    p.status.set(checks=check_dicts(checks), validatedGeneration=p.generation)
     metric = primary_metric(mv.validation)
     if metric is not None:
         value = metrics.get(metric.name)
@@ -269,8 +290,9 @@ def run_validation_job(p: Pass, mv: ModelVersionSpec, version: str,
     manifest = build_validation_job(
         mv_name=p.name, namespace=p.namespace, uid=p.uid, model=mv.model, version=version,
         run_id=run_id, job=mv.validation.job, tracking_uri=p.settings.pod_tracking_uri,
+        generation=p.generation,
     )
-    name = validation_job_name(p.name)
+    name = manifest["metadata"]["name"]
     job, created = kube.create_or_get(manifest)
     if created:
         kopf.info(p.body, reason="ValidationJobCreated", message=f"created Job {name}")
@@ -296,6 +318,18 @@ def run_validation_job(p: Pass, mv: ModelVersionSpec, version: str,
         observe_stage("validation", "failure", 0.0)
         return None
     return time.monotonic()
+
+
+def prune_validation_jobs(p: Pass, keep: str | None) -> None:
+    """Delete this ModelVersion's validation Jobs other than ``keep`` (those of a superseded
+    spec), with their pods (background propagation)."""
+    for job in kube.list_("batch/v1", "Job", p.namespace, validation_job_selector(p.name)):
+        meta = job["metadata"]
+        if meta["name"] == keep or not kube.owned_by(job, p.uid) or meta.get("deletionTimestamp"):
+            continue
+        if kube.delete("batch/v1", "Job", p.namespace, meta["name"]):
+            kopf.info(p.body, reason="ValidationJobDeleted",
+                      message=f"deleted Job {meta['name']} of a superseded spec")
 
 
 def follow_alias(p: Pass, mv: ModelVersionSpec) -> None:

@@ -87,7 +87,10 @@ def test_missing_source_fails_and_a_missing_version_is_waited_for(
         c if (c := mv.condition("no-version", "Ready")).get("reason") == "VersionNotFound"
         else None))
     assert f"model {model_name} has no version 2" in ready["message"]
-    assert mv.status("no-version")["phase"] == "Pending"
+    st = mv.status("no-version")
+    assert st["phase"] == "Pending"
+    # the generation was seen: it waits for its version (GitOps tools read observedGeneration)
+    assert st["observedGeneration"] == mv.get("no-version")["metadata"]["generation"]
     assert mv.wait_event("no-version", "VersionNotFound")["type"] == "Warning"
     registry.version(model_name, GOOD)  # version 2 gets registered (e.g. training finished)
     st = mv.wait_phase("no-version", "Promoted", "Rejected", "Failed", timeout=90)

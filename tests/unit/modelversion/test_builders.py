@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from mlops_operator.api import ValidationJob
 from mlops_operator.builders.jobs import job_outcome, pod_termination_message
-from mlops_operator.builders.modelversion import build_validation_job, validation_job_name
+from mlops_operator.builders.modelversion import (
+    build_validation_job,
+    validation_job_key,
+    validation_job_name,
+)
 
 
 def test_validation_job_defaults_to_the_evaluator() -> None:
     job = build_validation_job(
         mv_name="iris-v3", namespace="ml", uid="u-1", model="iris", version="3", run_id="r1",
         job=ValidationJob(image="ghcr.io/x/runtime:1", dataset="sklearn://iris"),
-        tracking_uri="http://mlflow:5000",
+        tracking_uri="http://mlflow:5000", generation=4,
     )
-    assert job["metadata"]["name"] == "iris-v3-validate"
+    key = validation_job_key("iris", "3", ValidationJob(image="ghcr.io/x/runtime:1",
+                                                        dataset="sklearn://iris"))
+    assert job["metadata"]["name"] == f"iris-v3-validate-{key}"
+    assert job["metadata"]["annotations"] == {"mlops.dev/generation": "4"}
     assert job["metadata"]["labels"]["mlops.dev/modelversion"] == "iris-v3"
     (owner,) = job["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
@@ -35,9 +42,37 @@ def test_validation_job_custom_command_and_long_name() -> None:
         job=ValidationJob(image="img", command=["eval"], args=["--fast"]), tracking_uri="u",
     )
     assert len(job["metadata"]["name"]) <= 63
-    assert validation_job_name("x" * 63) == job["metadata"]["name"]
+    key = validation_job_key("m", "1", ValidationJob(image="img", command=["eval"],
+                                                     args=["--fast"]))
+    assert validation_job_name("x" * 63, key) == job["metadata"]["name"]
+    assert job["metadata"]["labels"]["mlops.dev/modelversion"] == "x" * 63
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["command"] == ["eval"] and c["args"] == ["--fast"]
+
+
+def test_the_validation_job_is_keyed_by_what_its_result_depends_on() -> None:
+    base = ValidationJob(image="img", dataset="sklearn://iris")
+    key = validation_job_key("m", "1", base)
+    assert key == validation_job_key("m", "1", ValidationJob(image="img", dataset="sklearn://iris"))
+    others = {
+        validation_job_key("m", "2", base),
+        validation_job_key("n", "1", base),
+        validation_job_key("m", "1", ValidationJob(image="img", dataset="sklearn://wine")),
+        validation_job_key("m", "1", ValidationJob(image="img2", dataset="sklearn://iris")),
+        validation_job_key("m", "1", ValidationJob(image="img", dataset="sklearn://iris",
+                                                   args=["--target", "y"])),
+    }
+    assert key not in others and len(others) == 5
+
+
+def test_a_long_modelversion_name_is_a_valid_label_value() -> None:
+    job = build_validation_job(
+        mv_name="a" * 200, namespace="ml", uid="u", model="m", version="1", run_id=None,
+        job=ValidationJob(image="img"), tracking_uri="u",
+    )
+    value = job["metadata"]["labels"]["mlops.dev/modelversion"]
+    assert len(value) <= 63 and len(job["metadata"]["name"]) <= 63
+    assert job["spec"]["template"]["metadata"]["labels"]["mlops.dev/modelversion"] == value
 
 
 def test_job_outcome_and_termination_message() -> None:
