@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from mlops_runtime.errors import InvalidRequest, PayloadTooLarge
+from mlops_runtime.errors import ClientDisconnected, InvalidRequest, PayloadTooLarge
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -18,8 +18,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 async def read_body(headers: Iterable[tuple[bytes, bytes]], receive: Receive, limit: int) -> bytes:
     """The whole body of an ASGI HTTP request.
 
-    Raises :class:`PayloadTooLarge` (413) above ``limit`` bytes and :class:`InvalidRequest` (400)
-    on a malformed ``Content-Length`` or when the client disconnects mid-body.
+    Raises :class:`PayloadTooLarge` (413) above ``limit`` bytes, :class:`InvalidRequest` (400)
+    on a malformed ``Content-Length`` and :class:`ClientDisconnected` (499) when the client
+    disconnects mid-body.
     """
     for name, value in headers:
         if name == b"content-length":
@@ -33,7 +34,7 @@ async def read_body(headers: Iterable[tuple[bytes, bytes]], receive: Receive, li
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise InvalidRequest("client disconnected")
+            raise ClientDisconnected()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

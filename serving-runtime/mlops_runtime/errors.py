@@ -46,6 +46,17 @@ class PayloadTooLarge(RuntimeServingError):
         super().__init__(f"payload exceeds the limit of {limit} bytes")
 
 
+class ClientDisconnected(RuntimeServingError):
+    """The client went away before sending its whole body. Nobody is left to answer: it is
+    counted as a disconnect (499, nginx's code), never as a client or server error."""
+
+    status_code = 499
+    grpc_code = "CANCELLED"
+
+    def __init__(self) -> None:
+        super().__init__("client disconnected before sending the whole body")
+
+
 class ModelNotReady(RuntimeServingError):
     """The model is not loaded (yet, or it failed to load)."""
 

@@ -15,6 +15,8 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: The status of a request whose client disconnected before sending its body (as nginx logs it).
+DISCONNECTED = 499
 
 
 class _DriftCollector(Collector):
@@ -50,6 +52,11 @@ class RuntimeMetrics:
         self.errors = Counter(
             "mlops_runtime_errors", "Failed requests by endpoint and error kind",
             [*base, "endpoint", "kind"], registry=r,
+        )  # fmt: skip
+        self.disconnects = Counter(
+            "mlops_runtime_client_disconnects", "Requests whose client left before sending "
+            "the whole body (not answered, not counted as requests or errors)",
+            [*base, "endpoint"], registry=r,
         )  # fmt: skip
         self.latency = Histogram(
             "mlops_runtime_request_duration_seconds", "Request latency in seconds",
@@ -96,7 +103,11 @@ class RuntimeMetrics:
         return child
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
-        """Count one request and its latency; 4xx/5xx also count as errors."""
+        """Count one request and its latency; 4xx/5xx also count as errors. A client that left
+        mid-body (499) counts only as a disconnect."""
+        if code == DISCONNECTED:
+            self._child(self.disconnects, endpoint).inc()
+            return
         self._child(self.requests, endpoint, str(code)).inc()
         self._child(self.latency, endpoint).observe(seconds)
         if code >= 400:

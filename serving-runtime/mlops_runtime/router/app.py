@@ -25,7 +25,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mlops_runtime.body import read_body
-from mlops_runtime.errors import RuntimeServingError, error_body
+from mlops_runtime.errors import ClientDisconnected, RuntimeServingError, error_body
 from mlops_runtime.router.config import parse_config
 from mlops_runtime.router.discovery import EndpointSliceDiscovery, current_namespace
 from mlops_runtime.router.metrics import RouterMetrics
@@ -228,6 +228,10 @@ class Router:
         headers: Headers = scope["headers"]
         try:
             body = await read_body(headers, receive, self.settings.max_request_bytes)
+        except ClientDisconnected:
+            # nobody to answer, nothing to forward: not a request of any variant, no 4xx
+            self.metrics.disconnects.inc()
+            return
         except RuntimeServingError as exc:
             await _respond(send, *error_body(exc))
             return

@@ -20,6 +20,10 @@ class RouterMetrics:
         self.latency = Histogram("mlops_router_request_duration_seconds",
                                  "Latency through the router", ["variant"],
                                  buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.disconnects = Counter("mlops_router_client_disconnects",
+                                   "Clients that left before sending the whole body "
+                                   "(nothing forwarded; not in mlops_router_requests)",
+                                   registry=r)  # fmt: skip
         self.errors = Counter("mlops_router_upstream_errors", "Upstream failures",
                               ["variant"], registry=r)  # fmt: skip
         self.mirror = Counter("mlops_router_mirror_requests", "Mirrored copies by result",

@@ -259,3 +259,64 @@ def module_servers(iris_loaded: Any) -> Iterator[dict[str, ThreadedServer]]:
 def make_echo() -> Callable[..., Any]:
     """:func:`echo_model` as a fixture."""
     return echo_model
+
+
+# -- any ASGI app (the router) under uvicorn on loopback, in a thread --------------------------
+
+
+class Threaded:
+    """An ASGI app under uvicorn in a background thread, on an ephemeral loopback port."""
+
+    def __init__(self, app: Any, lifespan: str = "off") -> None:
+        import asyncio
+        import threading
+
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
+                                                    log_level="warning", lifespan=lifespan))  # fmt: skip
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+        self.thread.start()
+        poll("server to start", lambda: self.server.started, timeout=30, interval=0.02)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture
+def serve_asgi() -> Iterator[Callable[..., Threaded]]:
+    """Serve an ASGI app under uvicorn in a thread (stopped at teardown)."""
+    started: list[Threaded] = []
+
+    def start(app: Any, lifespan: str = "off") -> Threaded:
+        started.append(Threaded(app, lifespan))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def routed(tmp_path: Path) -> Iterator[Callable[[int], int]]:
+    """Start a router (under uvicorn, in a thread) in front of an upstream port; returns the
+    router's port."""
+    from mlops_runtime.router.app import Router
+    from mlops_runtime.router.settings import RouterSettings
+
+    started: list[Threaded] = []
+
+    def start(upstream_port: int) -> int:
+        config = tmp_path / "router.json"
+        config.write_text(json.dumps({"variants": [
+            {"name": "only", "weight": 1, "endpoints": [f"http://127.0.0.1:{upstream_port}"]}]}))  # fmt: skip
+        server = Threaded(Router(RouterSettings(config=str(config), reload_interval_s=3600,
+                                                discovery_interval_s=3600)), lifespan="on")  # fmt: skip
+        started.append(server)
+        return server.port
+
+    yield start
+    for server in started:
+        server.stop()

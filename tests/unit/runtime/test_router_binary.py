@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.client
-import json
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
-import pytest
 import tritonclient.http as thttp
-import uvicorn
-
-from mlops_localstack.cluster import poll
-from mlops_runtime.router.app import Router
-from mlops_runtime.router.settings import RouterSettings
-
-
-class Threaded:
-    """An ASGI app under uvicorn in a background thread, on an ephemeral loopback port."""
-
-    def __init__(self, app: Any, lifespan: str = "off") -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
-                                                    log_level="warning", lifespan=lifespan))  # fmt: skip
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
-        self.thread.start()
-        poll("server to start", lambda: self.server.started, timeout=30, interval=0.02)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 class Recorder:
@@ -58,40 +31,9 @@ class Recorder:
         await send({"type": "http.response.body", "body": self.RESPONSE})
 
 
-@pytest.fixture
-def routed(tmp_path: Path) -> Iterator[Callable[[int], int]]:
-    """Start a router to an upstream port; returns the router's port."""
-    started: list[Threaded] = []
-
-    def start(upstream_port: int) -> int:
-        config = tmp_path / "router.json"
-        config.write_text(
-            json.dumps(
-                {
-                    "variants": [
-                        {
-                            "name": "only",
-                            "weight": 1,
-                            "endpoints": [f"http://127.0.0.1:{upstream_port}"],
-                        }
-                    ]
-                }
-            )
-        )
-        router = Router(RouterSettings(config=str(config), reload_interval_s=3600,
-                                       discovery_interval_s=3600))  # fmt: skip
-        server = Threaded(router, lifespan="on")
-        started.append(server)
-        return server.port
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def test_binary_request_and_response_pass_byte_for_byte(routed) -> None:  # noqa: ANN001
+def test_binary_request_and_response_pass_byte_for_byte(routed, serve_asgi) -> None:  # noqa: ANN001
     recorder = Recorder()
-    upstream = Threaded(recorder)
+    upstream = serve_asgi(recorder)
     try:
         port = routed(upstream.port)
         body = b'{"inputs":[]}' + bytes(range(256)) * 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlops_runtime.body import read_body
-from mlops_runtime.errors import InvalidRequest, PayloadTooLarge, error_body
+from mlops_runtime.errors import ClientDisconnected, InvalidRequest, PayloadTooLarge, error_body
 
 
 def receiver(*messages: dict):  # noqa: ANN201
@@ -54,7 +54,8 @@ async def test_a_malformed_content_length_is_400(value: bytes) -> None:
     assert error_body(err.value)[0] == 400
 
 
-async def test_a_client_disconnecting_mid_body_is_400() -> None:
+async def test_a_client_disconnecting_mid_body_is_a_disconnect_not_a_400() -> None:
     receive = receiver(chunk(b"ab", True), {"type": "http.disconnect"})
-    with pytest.raises(InvalidRequest, match="disconnected"):
+    with pytest.raises(ClientDisconnected, match="disconnected") as err:
         await read_body([], receive, limit=10)
+    assert error_body(err.value)[0] == 499
