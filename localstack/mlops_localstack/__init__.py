@@ -1,1 +1,1 @@
-"""The local stack: a real control plane, a node stand-in, MLflow and Prometheus."""
+"""The local stack: a real control plane, a node stand-in, MLflow, Prometheus and Alertmanager."""
