@@ -26,7 +26,9 @@ import uvloop
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "serving"), str(HERE.parent.parent / "serving-runtime")]
 
-from run import BODY, build_models, free_port, start, stop, wait_ready  # noqa: E402
+from loadgen import BODY  # noqa: E402
+from servers import build_models, free_port, start, stop  # noqa: E402
+from servers import wait_url as wait_ready  # noqa: E402
 
 from mlops_runtime.router.upstream import UpstreamPool  # noqa: E402
 
@@ -77,7 +79,10 @@ def main() -> int:
         start([str(bindir / "mlops-runtime"), "serve"], {
             "MLOPS_RUNTIME_MODEL_URI": str(mlflow_dir), "MLOPS_RUNTIME_MODEL_NAME": "iris",
             "MLOPS_RUNTIME_HOST": "127.0.0.1", "MLOPS_RUNTIME_PORT": str(direct),
-            "MLOPS_RUNTIME_LOG_LEVEL": "warning"}, workdir / "serve.log"),
+            "MLOPS_RUNTIME_LOG_LEVEL": "warning",
+            # HTTP only: the router proxies REST, and a gRPC listener on the default 8081 could
+            # clash with another server on this machine
+            "MLOPS_RUNTIME_GRPC_PORT": "0"}, workdir / "serve.log"),
         start([str(bindir / "mlops-runtime"), "router"], {
             "MLOPS_ROUTER_CONFIG": str(config), "MLOPS_ROUTER_HOST": "127.0.0.1",
             "MLOPS_ROUTER_PORT": str(routed), "MLOPS_ROUTER_LOG_LEVEL": "warning"},
