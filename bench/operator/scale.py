@@ -64,14 +64,29 @@ def cpu_seconds(pid: int) -> float:
 class Operator:
     """``mlops-operator run --namespace <ns>`` as a child process (the stack's own starter)."""
 
-    def __init__(self, env: dict[str, str], log: Path, namespace: str) -> None:
-        from mlops_localstack.procs import free_port
+    def __init__(self, env: dict[str, str], log: Path, namespace: str,
+                 trace: Path | None = None) -> None:
+        import sys
+
+        import httpx
+
+        from mlops_localstack.procs import ManagedProcess, free_port
         from mlops_localstack.stack import start_operator
 
         env = dict(env, MLOPS_METRICS_PORT="0", MLOPS_ALERT_RECEIVER_PORT=str(free_port()),
                    MLOPS_ALERT_RECEIVER_HOST="127.0.0.1")
         env.pop("MLOPS_ALERT_RECEIVER_TOKEN", None)
-        self.proc = start_operator(env, log, namespaces=[namespace])
+        self.trace = trace
+        if trace is None:
+            self.proc = start_operator(env, log, namespaces=[namespace])
+        else:  # the same command under tracemalloc (traced_operator.py)
+            live = f"http://127.0.0.1:{free_port()}/healthz"
+            self.proc = ManagedProcess("operator", [
+                sys.executable, str(Path(__file__).with_name("traced_operator.py")), "run",
+                "--liveness", live, f"--namespace={namespace}"], log,
+                env=dict(env, MLOPS_TRACE_OUT=str(trace))).start()
+            self.proc.wait_until(lambda: httpx.get(live, timeout=2).status_code == 200,
+                                 timeout=300, what="live")
         assert self.proc.pid is not None
         self.pid: int = self.proc.pid
 
@@ -83,6 +98,22 @@ class Operator:
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
+
+    def traced(self) -> dict[str, Any] | None:
+        """Python allocations by package (``--trace-memory`` only)."""
+        import signal
+
+        if self.trace is None:
+            return None
+        self.trace.unlink(missing_ok=True)
+        os.kill(self.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                return dict(json.loads(self.trace.read_text()))
+            except (FileNotFoundError, json.JSONDecodeError):
+                time.sleep(0.5)
+        return None
 
     def stop(self) -> None:
         self.proc.stop()
@@ -177,19 +208,21 @@ def tr_manifest(i: int, experiment: str) -> dict[str, Any]:
                      "command": ["mlops-runtime", "train"]}}
 
 
-def operator_side(ctx: Any, namespace: str, n: int) -> dict[str, float]:
+def operator_side(ctx: Any, namespace: str, n: int) -> dict[str, Any]:
     from kubernetes import client
 
     experiment = f"{namespace}-exp"
     ctx.create_namespace(namespace)
-    op = Operator(ctx.env, ctx.tmp / f"{namespace}.log", namespace)
-    out: dict[str, float] = {}
+    op = Operator(ctx.env, ctx.tmp / f"{namespace}.log", namespace,
+                  trace=ctx.tmp / f"{namespace}.trace.json" if ctx.trace else None)
+    out: dict[str, Any] = {}
     try:
         idle_rss, cpu0 = op.rss(), op.cpu()
         watcher = JobWatch(ctx.api, namespace, n)
         watcher.start()
         watcher.ready.wait(60)
         custom = client.CustomObjectsApi(ctx.api)
+        before = ctx.requests()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(CLIENT_THREADS) as pool:
             list(pool.map(lambda i: custom.create_namespaced_custom_object(
@@ -200,9 +233,11 @@ def operator_side(ctx: Any, namespace: str, n: int) -> dict[str, float]:
                              f"{ctx.timeout}s; see {ctx.tmp / (namespace + '.log')}")
         assert watcher.done_at is not None
         out.update(seconds=watcher.done_at - t0, applied_s=applied, rss_idle=idle_rss,
-                   rss=op.rss(), cpu_s=op.cpu() - cpu0)
+                   rss=op.rss(), cpu_s=op.cpu() - cpu0, **ctx.request_delta(before))
         time.sleep(ctx.settle)  # the Jobs' own events (pods created) still come in
         out.update(rss_settled=op.rss(), hwm=op.hwm())
+        if ctx.trace:
+            out["traced"] = op.traced()
         return out
     finally:
         op.stop()
@@ -226,6 +261,7 @@ def baseline_side(ctx: Any, namespace: str, n: int) -> dict[str, float]:
     watcher.ready.wait(60)
     specs = [(f"tr-{i:04d}", str(uuid.uuid4()),
               TrainingRunSpec.model_validate(tr_manifest(i, experiment)["spec"])) for i in range(n)]
+    before = ctx.requests()
     t0 = time.perf_counter()
     exp_id = tracking.ensure_experiment(mlflow, experiment)
 
@@ -252,7 +288,8 @@ def baseline_side(ctx: Any, namespace: str, n: int) -> dict[str, float]:
     if not watcher.finished.wait(ctx.timeout):
         raise SystemExit(f"baseline: only {len(watcher.seen)}/{n} Jobs")
     assert watcher.done_at is not None
-    out = {"seconds": watcher.done_at - t0, "mlflow_retries": retries["mlflow"]}
+    out = {"seconds": watcher.done_at - t0, "mlflow_retries": retries["mlflow"],
+           **ctx.request_delta(before)}
     ctx.clean(namespace)
     return out
 
@@ -370,11 +407,13 @@ class Context:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.cluster = Cluster(Path(stack.state["kubeconfig"]), kubectl_path=stack.state["kubectl"])
         self.mlflow_uri = stack.state["mlflowTrackingUri"]
+        self.mlflow_log = stack.mlflow.workdir / "mlflow.log"
         self.api = config.new_client_from_config(config_file=stack.state["kubeconfig"])
         self.api.configuration.connection_pool_maxsize = 32
         self.workers = args.workers
         self.timeout = args.timeout
         self.settle = args.settle
+        self.trace = args.trace_memory
         self.env = dict(self.cluster.env, MLOPS_MLFLOW_TRACKING_URI=self.mlflow_uri,
                         MLOPS_WORKERS=str(args.workers), MLOPS_RESYNC_SECONDS=str(args.resync))
         self.env.update(kv.split("=", 1) for kv in args.operator_env)
@@ -382,6 +421,40 @@ class Context:
 
         # the baseline's kube.py gets a client of its own (kubernetes reads KUBECONFIG at import)
         kube._api = config.new_client_from_config(config_file=stack.state["kubeconfig"])
+
+    def mlflow_requests(self) -> Counter[str]:
+        """Requests the MLflow server has logged so far, by path."""
+        out: Counter[str] = Counter()
+        for line in self.mlflow_log.read_text(errors="replace").splitlines():
+            if '" 1' in line or '" 2' in line or '" 3' in line or '" 4' in line or '" 5' in line:
+                _, _, request = line.partition(' - "')
+                parts = request.split(" ")
+                if len(parts) > 1 and parts[1].startswith("/api/"):
+                    out[parts[1].split("?")[0].removeprefix("/api/2.0/mlflow/")] += 1
+        return out
+
+    def apiserver_requests(self) -> Counter[str]:
+        """``apiserver_request_total`` by verb and resource (everyone's requests)."""
+        resp = self.api.call_api("/metrics", "GET", auth_settings=["BearerToken"],
+                                 _preload_content=False)[0]
+        out: Counter[str] = Counter()
+        for line in resp.data.decode().splitlines():
+            if line.startswith("apiserver_request_total{"):
+                labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1:
+                                                             line.rindex("}")].split(","))
+                key = f"{labels['verb'].strip(chr(34))} {labels['resource'].strip(chr(34))}"
+                out[key] += int(float(line.rsplit(" ", 1)[1]))
+        return out
+
+    def requests(self) -> tuple[Counter[str], Counter[str]]:
+        return self.mlflow_requests(), self.apiserver_requests()
+
+    def request_delta(self, before: tuple[Counter[str], Counter[str]]) -> dict[str, Any]:
+        mlflow, kube = self.requests()
+        dm, dk = mlflow - before[0], kube - before[1]
+        return {"mlflow_calls": sum(dm.values()), "apiserver_calls": sum(dk.values()),
+                "mlflow_by_path": dict(dm.most_common(8)),
+                "apiserver_by_verb": dict(dk.most_common(10))}
 
     def create_namespace(self, namespace: str) -> None:
         self.cluster.kubectl("create", "namespace", namespace)
@@ -399,23 +472,39 @@ class Context:
             time.sleep(2)
 
 
-def start_stack(state_dir: Path, attempts: int = 3) -> Any:
-    """The stack without node, Prometheus, Alertmanager, operator (a loaded machine may miss
-    its startup timeouts: try again)."""
-    from mlops_localstack.procs import LocalStackError
-    from mlops_localstack.stack import LocalStack
+class Stack:
+    """The local stack's components this benchmark needs: control plane (with the Job
+    controller), CRDs, MLflow; no node, Prometheus, Alertmanager or operator. Composed here
+    rather than with ``LocalStack`` for longer startup timeouts (a loaded machine misses the
+    defaults)."""
 
-    for attempt in range(1, attempts + 1):
-        stack = LocalStack(state_dir / str(attempt), with_node=False, with_operator=False,
-                           with_prometheus=False, with_alertmanager=False)
+    def __init__(self, state_dir: Path) -> None:
+        from mlops_localstack.binaries import ensure_binaries
+        from mlops_localstack.cluster import Cluster
+        from mlops_localstack.controlplane import ControlPlane
+        from mlops_localstack.mlflow_server import MlflowServer
+        from mlops_operator.crdgen import write_crds
+
+        binaries = ensure_binaries()
+        self.control_plane = ControlPlane(state_dir / "controlplane", binaries=binaries,
+                                          startup_timeout=600)
+        self.mlflow: Any = None
         try:
-            return stack.start()
-        except LocalStackError as exc:
-            stack.stop()
-            if attempt == attempts:
-                raise
-            print(f"the stack did not start ({exc}); again", flush=True)
-    raise AssertionError("unreachable")
+            self.control_plane.start()
+            kubectl = str(binaries.kubectl) if binaries.kubectl else "kubectl"
+            Cluster(self.control_plane.kubeconfig, kubectl_path=kubectl).apply_crds(
+                sorted(write_crds(state_dir / "crds")), timeout=300)
+            self.mlflow = MlflowServer(state_dir / "mlflow", startup_timeout=900).start()
+        except BaseException:
+            self.stop()
+            raise
+        self.state = {"kubeconfig": str(self.control_plane.kubeconfig), "kubectl": kubectl,
+                      "mlflowTrackingUri": self.mlflow.tracking_uri}
+
+    def stop(self) -> None:
+        if self.mlflow:
+            self.mlflow.stop()
+        self.control_plane.stop()
 
 
 def main() -> int:
@@ -436,13 +525,15 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1200.0)
     parser.add_argument("--operator-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment of the operator process (repeatable)")
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="run the operator under tracemalloc; print where its memory goes")
     parser.add_argument("--logs", type=Path, help="keep the operator logs in this directory")
     args = parser.parse_args()
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        stack = start_stack(tmp / "stack")
+        stack = Stack(tmp / "stack")
         try:
             ctx = Context(stack, tmp, args)
             rows = []
@@ -476,6 +567,15 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], steady: dict[st
               f"| {b['seconds']:.1f} s | {r['ratio']:.2f}x | {o['rss_idle']:.0f} MB "
               f"| {o['rss']:.0f} MB | {o['rss_settled']:.0f} MB | {o['hwm']:.0f} MB |")
     print(f"median ratio: {statistics.median(r['ratio'] for r in rows):.2f}x (target <= 1.5x)")
+    print("\n| round | side | MLflow calls | apiserver calls (all clients) | MLflow timeouts "
+          "| operator CPU |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for r in rows:
+        for side in ("operator", "baseline"):
+            d = r[side]
+            cpu = f"{d['cpu_s']:.1f} s" if "cpu_s" in d else ""
+            print(f"| {r['round']} | {side} | {d['mlflow_calls']} | {d['apiserver_calls']} "
+                  f"| {d['mlflow_retries']} | {cpu} |")
     if steady:
         print(f"\n{args.versions} promoted ModelVersions ({args.models} registered models), "
               f"steady state over {steady['window_s']:.0f} s "
