@@ -74,6 +74,8 @@ class LocalStack(Component):
     rule_for: dict[str, str] = field(default_factory=lambda: {"ModelFeatureDrift": "20s"})
     #: pod addresses of its node: apart from the test fixtures' nodes (127.10/16, 127.11/16, ...)
     pod_range: str = "127.30.0.0/16"
+    #: how long MLflow and Prometheus may take to answer after a (re)start
+    server_startup_timeout: float = 120.0
     control_plane: ControlPlane | None = field(default=None, init=False)
     mlflow: MlflowServer | None = field(default=None, init=False)
     prometheus: PrometheusServer | None = field(default=None, init=False)
@@ -107,7 +109,8 @@ class LocalStack(Component):
 
         cluster.apply_crds(sorted(write_crds(self.state_dir / "crds")))
         if self.with_mlflow:
-            self.mlflow = MlflowServer(self.state_dir / "mlflow").start()
+            self.mlflow = MlflowServer(self.state_dir / "mlflow",
+                                       startup_timeout=self.server_startup_timeout).start()
             self.state["mlflowTrackingUri"] = self.mlflow.tracking_uri
             self.state["components"]["mlflow"] = self.mlflow.tracking_uri
         if self.with_node:
@@ -131,6 +134,7 @@ class LocalStack(Component):
                 self.alertmanager) else ()
             self.prometheus = PrometheusServer(
                 self.state_dir / "prometheus", kubeconfig=self.control_plane.kubeconfig,
+                startup_timeout=self.server_startup_timeout,
                 rule_files=tuple(rules),
                 alertmanager_url=self.alertmanager.url if self.alertmanager else None,
                 static_targets={"mlops-operator": [f"127.0.0.1:{metrics_port}"]}

@@ -69,8 +69,9 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     # pod addresses apart from the fixture nodes (127.10+/16) and the dev stack (127.30/16)
     pod_range = f"127.{50 + int(worker.removeprefix('gw') or 0) % 50}.0.0/16"
+    # generous start timeouts: the chaos suites load the machine (50 training pods at once)
     stack = LocalStack(tmp_path_factory.mktemp("chaos-stack"), with_operator=False,
-                       with_alertmanager=False, pod_range=pod_range)
+                       with_alertmanager=False, pod_range=pod_range, server_startup_timeout=600)
     stack.start()
     try:
         yield stack

@@ -9,9 +9,9 @@ the outage are the same runs. Recovery times printed, never asserted.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -50,10 +50,8 @@ def test_mlflow_down_nothing_lost_nothing_doubled_everything_converges(
 
     mlflow = chaos_stack.mlflow
     went_down = time.monotonic()
-    recovered: dict[str, float] = {}
-    outage = threading.Thread(
-        target=lambda: recovered.update(healthy=mlflow.restart(down_for=down_for, kill=True)))
-    outage.start()
+    pool = ThreadPoolExecutor(1)
+    outage = pool.submit(mlflow.restart, down_for=down_for, kill=True)  # seconds until healthy
     try:
         kube.apply_all([training_run(n, model, chaos_namespace, seed=BEFORE + i)
                         for i, n in enumerate(late)])
@@ -69,7 +67,8 @@ def test_mlflow_down_nothing_lost_nothing_doubled_everything_converges(
         late_jobs = [j for j in kube.get("jobs") or [] if j["metadata"]["name"].startswith("late")]
         late_status = {n: kube.tr_status(n) for n in late}
     finally:
-        outage.join()
+        healthy_after = outage.result()
+        pool.shutdown()
     back = time.monotonic()
 
     def dead() -> str | None:
@@ -82,7 +81,7 @@ def test_mlflow_down_nothing_lost_nothing_doubled_everything_converges(
     kube.wait_phases("modelversions", mv_names, MV_TERMINAL, timeout=300, alive=dead)
     counts = tally(kube, mlflow_client(mlflow.tracking_uri), model, chaos_namespace)
     print(f"CHAOS MLflow down {down_for:g}s (outage {back - went_down:.0f}s): healthy "
-          f"{recovered.get('healthy', -1):.1f}s after its restart; every TrainingRun terminal "
+          f"{healthy_after:.1f}s after its restart; every TrainingRun terminal "
           f"{converged:.0f}s after MLflow returned; {counts}")
     assert outage_seen, "MLflow was back before every late run reported it unreachable"
     assert late_jobs == [], late_jobs  # no Job before its MLflow run
