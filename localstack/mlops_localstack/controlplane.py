@@ -241,7 +241,10 @@ class ControlPlane(Component):
         ``down_for`` seconds. Returns the seconds from the start until the apiserver is ready
         again (``/readyz``, which includes its etcd check)."""
         proc = self.process(name)
-        proc.kill() if kill else proc.stop()
+        if kill:
+            proc.kill()
+        else:
+            proc.stop()
         time.sleep(down_for)
         began = time.monotonic()
         proc.start()

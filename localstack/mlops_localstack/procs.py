@@ -253,8 +253,10 @@ class LoopbackServer(Component):
     def halt(self, kill: bool = False) -> None:
         """Take the server down (SIGTERM, or SIGKILL with ``kill``), keeping its port and files,
         so that :meth:`resume` brings the same server back with its data."""
-        if self.process:
-            self.process.kill() if kill else self.process.stop()
+        if self.process and kill:
+            self.process.kill()
+        elif self.process:
+            self.process.stop()
 
     def resume(self) -> float:
         """Start the halted server again on the same port with the same data; the seconds it
