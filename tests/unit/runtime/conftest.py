@@ -285,6 +285,12 @@ class Threaded:
         self.thread.join(30)
 
 
+@pytest.fixture(scope="session")
+def threaded_server() -> type[Threaded]:
+    """:class:`Threaded` itself, for module-scoped fixtures (which stop what they start)."""
+    return Threaded
+
+
 @pytest.fixture
 def serve_asgi() -> Iterator[Callable[..., Threaded]]:
     """Serve an ASGI app under uvicorn in a thread (stopped at teardown)."""
