@@ -17,8 +17,6 @@ helm="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin/helm"
 if [ "$action" = uninstall ]; then
   exec "$helm" uninstall mlops --namespace mlops-system "$@"
 fi
-# The node stand-in gives the pod a kubeconfig with tokenFile, which pykube (kopf's preferred
-# login) ignores: log in with the official client until the operator selects it itself.
-shim='["python","-c","import sys, kopf; kopf.on.login()(kopf.login_via_client); from mlops_operator.cli import main; sys.exit(main())"]'
+# the node stand-in runs the image's entrypoint (mlops-operator run) from the project venv
 exec "$helm" "$action" mlops charts/mlops-operator --namespace mlops-system --create-namespace \
-  --set mlflow.trackingUri="$mlflow" --set-json "command=$shim" --wait --timeout 5m "$@"
+  --set mlflow.trackingUri="$mlflow" --wait --timeout 5m "$@"

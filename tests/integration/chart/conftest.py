@@ -36,7 +36,8 @@ def chart_stack(request: pytest.FixtureRequest,
         ip_range = f"127.{150 + int(worker.removeprefix('gw') or 0) % 50}.0.0/16"
         node = NodeStandIn(cp.kubeconfig, workdir=work / "node", ip_range=ip_range)
         node.start()
-        mlflow = MlflowServer(work / "mlflow").start()
+        # MLflow's server imports take minutes on a loaded 2-core machine (a full parallel run)
+        mlflow = MlflowServer(work / "mlflow", startup_timeout=300).start()
         yield ChartStack(cluster, cp.workdir / "audit.log", node, mlflow.tracking_uri, work)
     finally:
         if mlflow is not None:

@@ -205,11 +205,19 @@ def test_the_examples_loop_end_to_end(chart_stack: ChartStack, examples: dict[st
     versions = {v["name"]: str(v.get("version")) for v in md["status"]["variants"]}
     assert versions == {"champion": "1", "challenger": "1"}
     # the serving pods run under the operator-made router/serving objects, owned by the MD
-    deps = kube_json(chart_stack, "get", "deployments", "-n", ns,
-                     "-l", "app.kubernetes.io/managed-by=mlops-operator")
-    assert deps and all(d["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
-                        for d in deps["items"])
-    assert all(d["status"].get("readyReplicas") == d["spec"]["replicas"] for d in deps["items"])
+    md_ns = examples["modeldeployment.yaml"]
+
+    def serving() -> list[dict[str, Any]]:
+        deps = kube_json(chart_stack, "get", "deployments", "-n", md_ns,
+                         "-l", "app.kubernetes.io/managed-by=mlops-operator") or {"items": []}
+        return [d for d in deps["items"] if d["metadata"]["ownerReferences"][0]["uid"]
+                == md["metadata"]["uid"]]
+
+    assert serving() and all(d["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+                             for d in serving())
+    poll("the ModelDeployment's Deployments ready", lambda: all(
+        d["status"].get("readyReplicas") == d["spec"]["replicas"] for d in serving()),
+         timeout=120, interval=1)
     manual = get(chart_stack, "ModelVersion", "iris-manual", examples["modelversion-manual.yaml"])
     assert health(manual)[0] == "Degraded"
     assert health(get(chart_stack, "ModelVersion", "iris-v1", examples["modelversion.yaml"]))[0] == "Healthy"
