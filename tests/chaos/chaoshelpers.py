@@ -23,7 +23,7 @@ TERMINAL = ("Succeeded", "Failed")
 MV_TERMINAL = ("Promoted", "Rejected", "Failed", "Validated")
 IMAGE = "ghcr.io/mlops-operator/mlops-runtime:0.1.0"
 #: the fixed-seed run of ``make test`` (see conftest.py for the options and variables)
-DEFAULTS = {"rounds": 1, "runs": 50, "seed": 20261130, "mlflow_down": 20.0}
+DEFAULTS = {"rounds": 1, "runs": 20, "seed": 20261130, "mlflow_down": 20.0}
 
 
 def chaos_setting(config: pytest.Config, name: str) -> Any:

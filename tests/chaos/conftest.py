@@ -9,7 +9,7 @@ How much chaos (defaults: the fixed-seed run of ``make test``):
 
 ``--chaos-rounds N`` / ``MLOPS_CHAOS_ROUNDS``   rounds of the operator-kill test (default 1; 10 for
                                                 the long run)
-``--chaos-runs N`` / ``MLOPS_CHAOS_RUNS``       TrainingRuns applied at once per round (50)
+``--chaos-runs N`` / ``MLOPS_CHAOS_RUNS``       TrainingRuns applied per round (20; 50 long)
 ``--chaos-seed N`` / ``MLOPS_CHAOS_SEED``       base seed; round ``i`` uses ``seed + i`` (20261130)
 ``--chaos-mlflow-down S`` / ``MLOPS_CHAOS_MLFLOW_DOWN``  seconds MLflow stays down (20; 60 long)
 
@@ -40,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--chaos-rounds", type=int, default=None,
                     help="rounds of the operator-kill chaos test (env MLOPS_CHAOS_ROUNDS; 1)")
     group.addoption("--chaos-runs", type=int, default=None,
-                    help="TrainingRuns per round (env MLOPS_CHAOS_RUNS; 50)")
+                    help="TrainingRuns per round (env MLOPS_CHAOS_RUNS; 20)")
     group.addoption("--chaos-seed", type=int, default=None,
                     help="base seed of the chaos tests (env MLOPS_CHAOS_SEED; 20261130)")
     group.addoption("--chaos-mlflow-down", type=float, default=None,
