@@ -2,8 +2,14 @@
 
 No timer is armed when only one request is in flight, so batching adds no latency at one
 connection. Under load, a batch waits at most ``max_wait_s`` for requests that are already being
-decoded, and never grows beyond ``max_batch_size`` rows. Small batches are predicted on the event
-loop (a scikit-learn predict on a few rows is cheaper than a thread hop); large ones in a thread.
+decoded (on a future that arrivals resolve, not in a loop), and never grows beyond
+``max_batch_size`` rows. Requests share a ``predict`` call only with requests of the same method,
+row width and dtype, so a request of the wrong width fails alone; the worker survives any error
+and every request gets an answer. Batches up to ``inline_max_rows`` rows are predicted on the
+event loop; larger ones in one predict thread while the worker goes on with the next batch.
+``bench/serving/latency_mix.py`` measured the two on 2 busy cores: for a scikit-learn model
+the thread hop and the GIL hand-offs cost 1-row requests more than a 512-row predict on the loop
+does (docs/serving.md, "Latency under mixed load"), hence the default of 512.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ class RuntimeSettings(BaseSettings):
     inline_predict_max_rows: int = Field(
         default=512,
         ge=0,
-        description="batches up to this many rows are predicted on the event loop; larger in a thread",
+        description="batches up to this many rows are predicted on the event loop; larger ones "
+        "in the predict thread (see bench/serving/latency_mix.py for why 512)",
     )
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1, description="payload limit")
     infer_fast_path: bool = Field(
