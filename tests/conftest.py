@@ -153,10 +153,11 @@ def node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):  # noqa: A
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    """A real MLflow tracking server (sqlite + local artifacts) for the session."""
+    """A real MLflow tracking server (sqlite + local artifacts) for the session. Its start-up
+    allowance is long: MLflow's server imports take minutes on a loaded 2-core machine."""
     from mlops_localstack.mlflow_server import MlflowServer
 
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"), startup_timeout=600).start()
     try:
         yield server
     finally:

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_stack_records_prometheus_and_hands_it_to_the_operator(tmp_path: Path) -> None:
-    stack = LocalStack(tmp_path, with_node=False, with_mlflow=False).start()
+    stack = LocalStack(tmp_path, with_node=False).start()
     try:
         state = read_state(tmp_path)
         assert state is not None and state["ready"]
