@@ -22,7 +22,8 @@ namespace per measurement, started fresh each time (``mlops-operator run``, as t
 4. **Edit latency**: ``--edits`` times, one ModelVersion among them gets a new ``spec.tags``
    value; time from the patch until ``status.observedGeneration`` equals the new generation.
 
-Run (quiet machine: about 15 min with the defaults; ``--runs 100 --versions 100`` ≈ 3 min)::
+Run (``--runs 100 --rounds 2 --versions 100 --models 2`` took 23.5 min on a machine at load
+average 30-60; the defaults, 1,000 of each, were not run yet; results in docs/scale.md)::
 
     .venv/bin/python bench/operator/scale.py [--runs 1000] [--rounds 3] [--versions 1000]
 """
