@@ -36,6 +36,10 @@ class MlflowServer(LoopbackServer):
         env = dict(os.environ)
         env.pop("MLFLOW_TRACKING_URI", None)
         env.setdefault("MLFLOW_SERVER_ALLOWED_HOSTS", "*")
+        # MLflow 3's server otherwise starts a job runner and three huey consumers (15 worker
+        # threads) for GenAI jobs nothing here uses: four more Python processes per server
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         self.process = ManagedProcess(
             "mlflow", argv, self.workdir / "mlflow.log", env=env, cwd=self.workdir
         ).start()
