@@ -17,8 +17,9 @@ A :class:`Controller` is a level-triggered reconcile loop, like controller-runti
   object (bad input; the pass has set a condition and posted a Warning Event); a request the
   API server refused (403, :class:`mlops_operator.kube.Forbidden`: the operator's RBAC lacks a
   verb) → ``Ready=False/Forbidden`` naming the verb and resource, a Warning Event, one log line
-  and another try after ``MLOPS_FORBIDDEN_RETRY_SECONDS``; anything else → logged with its
-  traceback and retried with an exponential backoff.
+  and another try after ``MLOPS_FORBIDDEN_RETRY_SECONDS``; the API server timing out,
+  unreachable or answering 429/5xx → one warning line and the backoff below; anything else →
+  logged with its traceback and retried with an exponential backoff.
 * **HA.** With kopf peering, a replica that kopf pauses (a peer of higher priority works) runs
   no pass: its workers wait until kopf resumes it (:data:`PEERING`), also for keys already
   queued or due from a timer.
@@ -461,6 +462,12 @@ class Controller:
         except Exception as exc:
             if kube.is_status(exc, 403):  # a call outside kube.py, or not RBAC (a quota)
                 delay = self._forbidden(p, f"forbidden: {kube.error_message(exc)}")
+            elif kube.is_transient(exc):  # the apiserver slow or restarting: no traceback
+                RECONCILE_ERRORS.labels(kind=self.kind, error="apiserver").inc()
+                n = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = BACKOFF[min(n, len(BACKOFF)) - 1]
+                log.warning("%s %s: API server unavailable: %s (again in %ss)", self.kind,
+                            p.key, kube.error_message(exc), delay)
             else:
                 RECONCILE_ERRORS.labels(kind=self.kind, error="unexpected").inc()
                 n = self._failures[key] = self._failures.get(key, 0) + 1

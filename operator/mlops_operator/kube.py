@@ -49,6 +49,14 @@ def is_status(exc: BaseException, *codes: int) -> bool:
     return isinstance(exc, ApiException) and exc.status in codes
 
 
+def is_transient(exc: BaseException) -> bool:
+    """True when the API server did not answer in time or was unreachable (a timeout, a
+    dropped connection) or answered 429/5xx: worth another try, not a traceback."""
+    from urllib3.exceptions import HTTPError as TransportError
+
+    return isinstance(exc, TransportError) or is_status(exc, 429, 500, 502, 503, 504)
+
+
 def error_message(exc: BaseException) -> str:
     """The apiserver's own message of an API error (its Status ``message``), else ``str(exc)``."""
     import json

@@ -30,7 +30,8 @@ STAGE_DURATION = Histogram(
 RECONCILE_ERRORS = Counter(
     "mlops_reconcile_errors_total",
     "Reconcile pass errors, by resource kind and kind of error (temporary, permanent, "
-    "forbidden: refused by the API server, unexpected)",
+    "forbidden: refused by the API server, apiserver: timed out, unreachable or 429/5xx, "
+    "unexpected)",
     ["kind", "error"],
 )
 

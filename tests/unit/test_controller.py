@@ -94,3 +94,36 @@ def test_no_tracking_uri_is_missing_and_named(uri: str, monkeypatch: pytest.Monk
     assert "MLOPS_MLFLOW_TRACKING_URI" in (OperatorSettings().missing or "")
     monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert OperatorSettings().missing is None
+
+
+@pytest.mark.parametrize("error", ["read-timeout", "unreachable", "503"])
+def test_an_apiserver_that_times_out_is_a_warning_and_a_backoff_not_a_traceback(
+    error: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+
+    from mlops_operator.controller import BACKOFF
+    from mlops_operator.metrics import RECONCILE_ERRORS
+
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    exc = {
+        "read-timeout": ReadTimeoutError(None, "/apis/batch/v1/jobs", "Read timed out."),
+        "unreachable": MaxRetryError(None, "/apis/batch/v1/jobs", "Connection refused"),
+        "503": ApiException(status=503, reason="Service Unavailable"),
+    }[error]
+
+    def reconcile(p: Pass) -> None:
+        raise exc
+
+    ctl = Controller("Thing", "things", reconcile)
+    counted = RECONCILE_ERRORS.labels(kind="Thing", error="apiserver")
+    before = counted._value.get()
+    with caplog.at_level(logging.INFO, logger="mlops_operator.controller"):
+        first = ctl._pass(("ns", "a"), body("a"))
+        second = ctl._pass(("ns", "a"), body("a"))
+    assert (first, second) == (BACKOFF[0], BACKOFF[1])
+    assert counted._value.get() == before + 2
+    lines = [r for r in caplog.records if "API server unavailable" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.WARNING]
+    assert not any(r.exc_info for r in caplog.records)
