@@ -405,13 +405,20 @@ class Controller:
         self._tasks = [asyncio.create_task(self._work(), name=f"{self.kind}-worker-{i}")
                        for i in range(self._workers)]
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking keys; let passes already running finish (up to ``grace`` seconds), so a
+        pass does not post its Events or status after the event loop has closed."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            executor, self._executor = self._executor, None
+            drained = asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+            try:
+                await asyncio.wait_for(drained, timeout=grace)
+            except TimeoutError:
+                log.warning("%s: passes still running after %ss at shutdown", self.kind, grace)
 
     async def _work(self) -> None:
         assert self._queue is not None and self._loop is not None

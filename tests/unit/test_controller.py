@@ -127,3 +127,25 @@ def test_an_apiserver_that_times_out_is_a_warning_and_a_backoff_not_a_traceback(
     lines = [r for r in caplog.records if "API server unavailable" in r.getMessage()]
     assert [r.levelno for r in lines] == [logging.WARNING, logging.WARNING]
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_stop_lets_a_running_pass_finish_before_it_returns() -> None:
+    started, release = threading.Event(), threading.Event()
+    finished: list[str] = []
+
+    def reconcile(p: Pass) -> None:
+        started.set()
+        release.wait(timeout=30)
+        finished.append(p.name)
+
+    ctl = Controller("Thing", "things", reconcile)
+    await ctl.start(workers=1)
+    ctl._spawn_workers()
+    ctl.observe("ADDED", body("a"))
+    assert await asyncio.to_thread(started.wait, 30)
+    stopping = asyncio.create_task(ctl.stop(grace=30))
+    done, _ = await asyncio.wait({stopping}, timeout=0.2)
+    assert not done and finished == []  # stop() waits for the pass
+    release.set()
+    await asyncio.wait_for(stopping, timeout=30)
+    assert finished == ["a"]
