@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,6 +40,10 @@ from io import BytesIO
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from servers import stop  # noqa: E402  (the serving benchmark's process helpers)
+
 SMALL_ROWS, BIG_ROWS = 1, 512
 
 
@@ -102,16 +105,6 @@ def start(model: Path, port: int, env: dict[str, str], log: Path) -> subprocess.
         except OSError:
             time.sleep(0.2)
     raise RuntimeError("server not ready after 300 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 async def load(port: int, small: int, big: int, duration: float, bodies: dict[int, bytes]) -> dict:
