@@ -96,22 +96,28 @@ class InferenceServicer:
         plane = self.plane
         started = time.perf_counter()
         code = 500
+        failure: RuntimeServingError | None = None
         plane.batcher.enter()
         try:
             model = plane.served(request.model_name, request.model_version or None)
             decoded = grpc_codec.decode_request(request, model.spec, plane.known_outputs)
             results = await plane.predict(decoded)
+            response = grpc_codec.encode_response(model.name, model.version, decoded, results)
             code = 200
-            return grpc_codec.encode_response(model.name, model.version, decoded, results)
         except RuntimeServingError as exc:
-            code = exc.status_code
-            await _abort(context, exc)
+            code, failure = exc.status_code, exc
         except Exception:  # a bug, not the client's mistake: still a status, never a hang
             log.exception("gRPC inference failed")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
         finally:
+            # counted before the status goes out (``abort`` sends it at once): a client that
+            # has its answer finds it in /metrics
             plane.batcher.leave()
             plane.metrics.observe_request("grpc_infer", code, time.perf_counter() - started)
+        if failure is not None:
+            await _abort(context, failure)
+        if code != 200:
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+        return response
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler of the service: method names and types from the generated

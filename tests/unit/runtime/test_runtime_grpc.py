@@ -242,6 +242,7 @@ def test_grpc_port_setting(start_server, make_echo, monkeypatch) -> None:  # noq
 
 
 def test_shutdown_drains_an_in_flight_grpc_call(start_server, make_echo) -> None:  # noqa: ANN001
+    import socket
     import threading
 
     from mlops_localstack.cluster import poll
@@ -271,8 +272,16 @@ def test_shutdown_drains_an_in_flight_grpc_call(start_server, make_echo) -> None
     poll("the call to be in flight", lambda: server.plane.batcher.in_flight == 1, timeout=10,
          interval=0.01)  # fmt: skip
     server.server.exit()  # like SIGTERM
-    poll("the gRPC server to start its graceful stop",
-         lambda: server.server.grpc._stopping is not None, timeout=10, interval=0.01)  # fmt: skip
+    port = int(server.grpc.rsplit(":", 1)[1])
+
+    def refusing() -> bool:  # the listener is closed once grpc's graceful stop has begun
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    poll("the gRPC listener to close", refusing, timeout=10, interval=0.01)
     with grpc.insecure_channel(server.grpc) as late:  # new calls are refused while draining
         assert code_of(late, "ServerLive", pb.ServerLiveRequest())[0] == (
             grpc.StatusCode.UNAVAILABLE
