@@ -18,6 +18,17 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
 
+
+def __getattr__(name: str) -> object:
+    """``MlflowException``, the error MLflow's client raises, imported when first asked for
+    (``import mlflow`` is heavy)."""
+    if name == "MlflowException":
+        from mlflow.exceptions import MlflowException
+
+        return MlflowException
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # tags the operator writes on MLflow runs and model versions
 TAG_TRAININGRUN = "mlops.dev/trainingrun"
 TAG_UID = "mlops.dev/uid"

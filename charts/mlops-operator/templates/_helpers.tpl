@@ -55,10 +55,11 @@ router's Role (RBAC forbids granting what one does not have) are marked "delegat
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
-# kopf's and the controllers' Events
+# kopf's and the controllers' Events; list: a Job's FailedCreate (pods refused by admission or
+# a quota) shown on the TrainingRun / ModelVersion
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 # serving: server-side apply (patch; create when new), prune (list, delete)
 - apiGroups: [apps]
   resources: [deployments]

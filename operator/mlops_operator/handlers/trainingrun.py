@@ -134,7 +134,7 @@ def reconcile(p: Pass) -> None:
 
 def record_run(p: Pass, spec: TrainingRunSpec) -> None:
     """Step 1: the MLflow run (found by uid or created), recorded in status."""
-    from mlflow.exceptions import MlflowException
+    from ..mlflow_utils import MlflowException
 
     st = p.status
     experiment = experiment_name(spec)
@@ -177,8 +177,8 @@ def ensure_job(p: Pass, spec: TrainingRunSpec, run_id: str) -> dict[str, Any]:
     try:
         job, created = kube.create_or_get(manifest)
     except Exception as exc:
-        if not kube.is_status(exc, 400, 403, 422):
-            raise
+        if not kube.is_status(exc, 400, 422):
+            raise  # a 403 (RBAC, a quota on Jobs) is the controller's slow retry, not a failure
         message = f"cannot create Job {name}: {kube.error_message(exc)}"
         finish_run(run_id, "FAILED")
         fail(p, "InvalidJob", message)

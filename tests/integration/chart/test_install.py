@@ -327,12 +327,29 @@ def test_rbac_is_exactly_what_the_operator_exercises(chart_stack: ChartStack,
         d for d in json.loads(stack.cluster.kubectl("get", "deployments", "-n", md_ns, "-o",
                                                     "json").stdout)["items"]
         if d["metadata"]["name"] in (router, "iris-challenger")], timeout=180, interval=1)
+    # a Job whose pods are refused (a quota of no pods): the operator reads the Job's
+    # FailedCreate Event (list events) and shows the apiserver's words on the TrainingRun
+    quota_ns = stack.namespace("quota")
+    stack.cluster.kubectl("apply", "-n", quota_ns, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"},
+        "spec": {"hard": {"pods": "0"}}}))
+    gitops_apply(stack, EXAMPLES / "trainingrun.yaml", quota_ns)
+
+    def refused() -> dict[str, Any] | None:
+        conditions = (get(stack, "TrainingRun", "iris-train-1", quota_ns).get("status")
+                      or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Ready"
+                     and c["reason"] == "FailedCreate"), None)
+
+    cond = poll("FailedCreate on the TrainingRun", refused, timeout=120, interval=1)
+    assert "exceeded quota" in cond["message"], cond
     # finish the run: delete every example (the TrainingRun's Job, finalizers, pruning)
+    stack.cluster.kubectl("delete", "tr", "iris-train-1", "-n", quota_ns, "--wait=false")
     for path, doc in example_docs():
         stack.cluster.kubectl("delete", KINDS[doc["kind"]], doc["metadata"]["name"], "-n",
                               examples[path.name], "--wait=false")
     remaining = {}
-    for ns in set(examples.values()):
+    for ns in {*examples.values(), quota_ns}:
         remaining[ns] = poll(f"the examples in {ns} to be gone", lambda ns=ns: not json.loads(
             stack.cluster.kubectl("get", "mlops", "-n", ns, "-o", "json").stdout)["items"],
             timeout=180, interval=1)

@@ -122,9 +122,11 @@ def test_a_missing_verb_is_a_condition_naming_it_and_a_slow_retry(
         poll("the Job created after the grant", lambda: (tr().get("status") or {}).get("jobName"),
              timeout=60, interval=0.5)
         assert ready().get("reason") != "Forbidden", ready()
-        assert len(json.loads(cluster.kubectl(
+        events = json.loads(cluster.kubectl(
             "get", "events", "-n", namespace, "--field-selector",
-            f"involvedObject.name={name},reason=Forbidden", "-o", "json").stdout)["items"]) == 1
+            f"involvedObject.name={name},reason=Forbidden", "-o", "json").stdout)["items"]
+        assert len(events) == 1, ([(e["eventTime"], e["message"]) for e in events],
+                                  operator.logs()[-6000:])
     finally:
         operator.stop()
         for kind, obj in cluster_scoped:
