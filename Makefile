@@ -75,7 +75,7 @@ lint: install helm actionlint
 # the whole suite: unit, integration (real control plane + MLflow), e2e, and the helm-install
 # suites (tests/integration/chart: one audited control plane per worker that runs them)
 test: install binaries tools
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 # only the helm-install suites (issue 12's proof: a control plane with an audit log, the operator
 # as a pod running the examples end to end, HA with two operator pods)
