@@ -57,7 +57,7 @@ class AliasWatch:
 
     def read(self, client: Any, model: str) -> dict[str, str]:
         """Read ``model``'s aliases now; wake its followers when they changed."""
-        from mlflow.exceptions import MlflowException
+        from .mlflow_rest import MlflowException
 
         try:
             found = {k: str(v) for k, v in (client.get_registered_model(model).aliases or {}).items()}

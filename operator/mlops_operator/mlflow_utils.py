@@ -6,27 +6,18 @@ again after a crash: registration finds the version it made before instead of ma
 
 from __future__ import annotations
 
-import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
+import httpx
 import kopf
 
-if TYPE_CHECKING:
-    from mlflow.entities.model_registry import ModelVersion
-    from mlflow.tracking import MlflowClient
+from .mlflow_rest import MlflowException, MlflowRestClient, ModelVersion
 
-
-def __getattr__(name: str) -> object:
-    """``MlflowException``, the error MLflow's client raises, imported when first asked for
-    (``import mlflow`` is heavy)."""
-    if name == "MlflowException":
-        from mlflow.exceptions import MlflowException
-
-        return MlflowException
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["MlflowException", "MlflowRestClient", "is_not_found", "is_unreachable", "make_client",
+           "mlflow_errors", "register_version"]
 
 
 # tags the operator writes on MLflow runs and model versions
@@ -37,22 +28,14 @@ TAG_REGISTRATION_KEY = "mlops.dev/registration-key"
 
 
 @lru_cache(maxsize=8)
-def make_client(tracking_uri: str, timeout: float = 10.0, retries: int = 0) -> MlflowClient:
-    """An MlflowClient that fails fast (kopf's backoff does the retrying, not urllib3's).
+def make_client(tracking_uri: str, timeout: float = 10.0, retries: int = 0) -> MlflowRestClient:
+    """The operator's MLflow client (:mod:`mlops_operator.mlflow_rest`, REST over one pooled
+    ``httpx.Client``; not ``mlflow`` itself, whose import costs ~120 MB). It fails fast:
+    ``timeout`` seconds per request and ``retries`` retries (kopf's backoff does the retrying).
 
-    One client per URI and settings, made once and shared by the handlers. MLflow reads its
-    HTTP timeout/retry knobs from the environment at request time, so they are set for this
-    (operator) process, as is the process-wide tracking URI that MLflow's artifact helpers
-    (``runs:/`` sources) use.
+    One client per URI and settings, made once and shared by the handlers' threads.
     """
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, timeout)))
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    mlflow.set_tracking_uri(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return MlflowRestClient(tracking_uri, timeout=timeout, retries=retries)
 
 
 #: HTTP statuses (as MLflow maps its error codes) that say "try again later".
@@ -73,21 +56,23 @@ def is_unreachable(exc: BaseException) -> bool:
     """True for failures worth retrying: no connection, a timeout, or a 429/5xx answer.
 
     Classified by exception type and HTTP status, never by message text: a 401/403/404 (with
-    or without a JSON body) is an answer, not an outage.
+    or without a JSON body) is an answer, not an outage. (``requests``' errors count too when
+    something in the process uses it, e.g. a test's own ``mlflow`` client.)
     """
-    import requests
-    from mlflow.exceptions import MlflowException
+    transport: tuple[type[BaseException], ...] = (
+        httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ProxyError,
+        ConnectionError, TimeoutError)  # not httpx.UnsupportedProtocol: a bad URI is permanent
+    if "requests" in sys.modules:
+        import requests
 
+        transport += (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
     for err in _chain(exc):
-        if isinstance(err, requests.exceptions.ConnectionError | requests.exceptions.Timeout
-                      | ConnectionError | TimeoutError):
+        if isinstance(err, transport):
             return True
     return isinstance(exc, MlflowException) and exc.get_http_status_code() in TRANSIENT_STATUSES
 
 
 def is_not_found(exc: BaseException) -> bool:
-    from mlflow.exceptions import MlflowException
-
     return isinstance(exc, MlflowException) and getattr(exc, "error_code", "") in (
         "RESOURCE_DOES_NOT_EXIST",
         "NOT_FOUND",
@@ -112,10 +97,8 @@ def mlflow_errors(what: str, delay: float = 10.0) -> Iterator[None]:
         raise
 
 
-def find_registered_version(client: MlflowClient, name: str, key: str) -> ModelVersion | None:
+def find_registered_version(client: MlflowRestClient, name: str, key: str) -> ModelVersion | None:
     """The version of ``name`` registered earlier under ``key`` (our idempotency tag), if any."""
-    from mlflow.exceptions import MlflowException
-
     try:
         versions = client.search_model_versions(
             f"name = '{name}' and tags.`{TAG_REGISTRATION_KEY}` = '{key}'"
@@ -128,7 +111,7 @@ def find_registered_version(client: MlflowClient, name: str, key: str) -> ModelV
 
 
 def register_version(
-    client: MlflowClient,
+    client: MlflowRestClient,
     name: str,
     source: str,
     run_id: str | None,
@@ -143,8 +126,6 @@ def register_version(
     after a crash between "created" and "recorded in status", the retry finds the version by
     its tag instead of creating a second one. The registered model is created if missing.
     """
-    from mlflow.exceptions import MlflowException
-
     existing = find_registered_version(client, name, key)
     if existing is not None:
         return existing

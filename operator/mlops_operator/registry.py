@@ -1,8 +1,8 @@
 """The MLflow Model Registry as the ModelVersion controller sees it: sources, metrics, aliases,
 tags, and the serialized alias move.
 
-Every function takes an ``MlflowClient`` and does blocking I/O; the handlers call them from
-kopf's executor threads. Connection failures propagate for
+Every function takes the operator's MLflow client (:mod:`mlops_operator.mlflow_rest`) and does
+blocking I/O; the handlers call them from kopf's executor threads. Connection failures propagate for
 :func:`mlflow_operator.mlflow_utils.mlflow_errors` to map to ``kopf.TemporaryError``; "does not
 exist" is turned into :class:`SourceNotFound` (bad input, permanent).
 
@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import tracking
+from .mlflow_rest import MlflowException
 from .mlflow_utils import TAG_MODELVERSION, TAG_TRAININGRUN, is_not_found, register_version
 
 if TYPE_CHECKING:
-    from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
-    from mlflow.tracking import MlflowClient
+    from .mlflow_rest import MlflowRestClient as MlflowClient
+    from .mlflow_rest import ModelVersion as MlflowModelVersion
 
 TAG_VALIDATION = "mlops.dev/validation"
 TAG_CHECKS = "mlops.dev/checks"
@@ -66,8 +67,6 @@ def resolve_source(client: MlflowClient, uri: str) -> ResolvedSource:
     ``<path>`` (MLflow 2) or a logged model named ``<path>`` of that run (MLflow 3).
     ``models:/<name>/<version>``: that version's source. Other artifact URIs are taken as is.
     """
-    from mlflow.exceptions import MlflowException
-
     if uri.startswith("runs:/"):
         run_id, path = parse_runs_uri(uri)
         try:
@@ -130,8 +129,6 @@ def register(
 
 def get_version(client: MlflowClient, model: str, version: str) -> MlflowModelVersion:
     """A registry version, or :class:`SourceNotFound`."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_model_version(model, version)
     except MlflowException as exc:
@@ -142,8 +139,6 @@ def get_version(client: MlflowClient, model: str, version: str) -> MlflowModelVe
 
 def run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
     """The latest value of every metric of ``run_id`` (empty when there is no run)."""
-    from mlflow.exceptions import MlflowException
-
     if not run_id:
         return {}
     try:
@@ -156,8 +151,6 @@ def run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
 
 def alias_holder(client: MlflowClient, model: str, alias: str) -> MlflowModelVersion | None:
     """The version holding ``alias``, or None (no such alias, or no such model)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         version = (client.get_registered_model(model).aliases or {}).get(alias)
     except MlflowException as exc:
@@ -169,8 +162,6 @@ def alias_holder(client: MlflowClient, model: str, alias: str) -> MlflowModelVer
 
 def ledger(client: MlflowClient, model: str, alias: str) -> str | None:
     """The version the operator last moved ``alias`` to (registered-model tag), or None."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_registered_model(model).tags.get(LEDGER_PREFIX + alias)
     except MlflowException as exc:

@@ -11,11 +11,11 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from .mlflow_rest import MlflowException, Param, Run, ViewType
 from .mlflow_utils import TAG_UID
 
 if TYPE_CHECKING:
-    from mlflow.entities import Run
-    from mlflow.tracking import MlflowClient
+    from .mlflow_rest import MlflowRestClient as MlflowClient
 
 ACTIVE_STATUSES = ("RUNNING", "SCHEDULED")
 TAG_DATASET_DIGEST = "mlops.dev/dataset-digest"
@@ -25,9 +25,41 @@ MAX_PARAM = 500
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created (or restored from deleted) when needed."""
-    from mlflow.exceptions import MlflowException
+    """The id of experiment ``name``, created (or restored from deleted) when needed.
 
+    Remembered per client (its ``experiment_ids``, when it has one): one lookup per experiment
+    and process, not one per TrainingRun. :func:`create_run` forgets it when MLflow says the
+    experiment is deleted or gone, and asks again.
+    """
+    cache: dict[str, str] | None = getattr(client, "experiment_ids", None)
+    if cache is not None and name in cache:
+        return cache[name]
+    exp_id = _lookup_experiment(client, name)
+    if cache is not None:
+        cache[name] = exp_id
+    return exp_id
+
+
+def forget_experiment(client: MlflowClient, experiment_id: str) -> str | None:
+    """Drop ``experiment_id`` from the client's cache; its name, if it was cached."""
+    cache: dict[str, str] | None = getattr(client, "experiment_ids", None)
+    for name, cached in list((cache or {}).items()):
+        if cached == str(experiment_id):
+            cache.pop(name, None)  # type: ignore[union-attr]
+            return name
+    return None
+
+
+def experiment_gone(exc: BaseException) -> bool:
+    """MLflow refused a run because its experiment is deleted (INVALID_PARAMETER_VALUE "must be
+    in the 'active' state") or does not exist any more (RESOURCE_DOES_NOT_EXIST)."""
+    code = getattr(exc, "error_code", "")
+    return isinstance(exc, MlflowException) and (
+        code == "RESOURCE_DOES_NOT_EXIST"
+        or (code == "INVALID_PARAMETER_VALUE" and "active" in str(exc) and "xperiment" in str(exc)))
+
+
+def _lookup_experiment(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
@@ -44,8 +76,6 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
 
 def find_run(client: MlflowClient, experiment_id: str, uid: str) -> Run | None:
     """The run created earlier for the TrainingRun with ``uid`` (oldest, if ever several)."""
-    from mlflow.entities import ViewType
-
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{TAG_UID}` = '{uid}'",
@@ -63,10 +93,19 @@ def create_run(
     tags: Mapping[str, str],
     params: Mapping[str, str] | None = None,
 ) -> Run:
-    """Create the run with its tags and log ``params`` (the TrainingRun's hyperparameters)."""
-    from mlflow.entities import Param
+    """Create the run with its tags and log ``params`` (the TrainingRun's hyperparameters).
 
-    run = client.create_run(experiment_id, tags=dict(tags), run_name=run_name)
+    When the (cached) experiment was deleted or removed meanwhile, it is looked up again by
+    name — restored or created — and the run made there.
+    """
+    try:
+        run = client.create_run(experiment_id, tags=dict(tags), run_name=run_name)
+    except MlflowException as exc:
+        name = forget_experiment(client, experiment_id) if experiment_gone(exc) else None
+        if name is None:
+            raise
+        run = client.create_run(ensure_experiment(client, name), tags=dict(tags),
+                                run_name=run_name)
     items = [Param(k, str(v)[:MAX_PARAM]) for k, v in sorted((params or {}).items())]
     for start in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=items[start : start + 100])

@@ -67,14 +67,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         if cfg.metrics_port:
             _serve_metrics(cfg)
         return
-    # Import MLflow here, once, before any handler thread does: sync handlers run in a thread
-    # pool, and two threads importing mlflow for the first time at once can leave a partially
-    # initialised module in sys.modules for the life of the process.
-    import mlflow  # noqa: F401
-    import mlflow.entities  # noqa: F401
-    import mlflow.entities.model_registry  # noqa: F401
-    import mlflow.exceptions  # noqa: F401
-    import mlflow.tracking  # noqa: F401
     if cfg.metrics_port:
         _serve_metrics(cfg)
     try:
