@@ -17,6 +17,9 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 #: The status of a request whose client disconnected before sending its body (as nginx logs it).
 DISCONNECTED = 499
+#: The status of a request answered "model not ready" (loading, or failed to load): nothing was
+#: run, so it is counted as ``kind="unavailable"``, not as a ``server`` error of the model.
+NOT_READY = 503
 
 
 class _DriftCollector(Collector):
@@ -103,15 +106,17 @@ class RuntimeMetrics:
         return child
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
-        """Count one request and its latency; 4xx/5xx also count as errors. A client that left
-        mid-body (499) counts only as a disconnect."""
+        """Count one request and its latency; 4xx/5xx also count as errors (``client`` /
+        ``server``; a 503, model not ready, as ``unavailable``). A client that left mid-body
+        (499) counts only as a disconnect."""
         if code == DISCONNECTED:
             self._child(self.disconnects, endpoint).inc()
             return
         self._child(self.requests, endpoint, str(code)).inc()
         self._child(self.latency, endpoint).observe(seconds)
         if code >= 400:
-            self._child(self.errors, endpoint, "client" if code < 500 else "server").inc()
+            kind = "client" if code < 500 else "unavailable" if code == NOT_READY else "server"
+            self._child(self.errors, endpoint, kind).inc()
 
     def observe_predictions(self, predictions: np.ndarray) -> None:
         """Count predictions per class (for classifiers: integer, bool or string labels)."""

@@ -48,6 +48,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 VARIANT_HEADER = b"x-mlops-variant"
 _JSON = [(b"content-type", b"application/json")]
+#: An upstream's answer that says "not ready, nothing was run" (the runtime's ModelNotReady,
+#: a pod loading its model, e.g. restarted and not yet out of discovery): the request is sent
+#: to another endpoint like one refused at connect (Envoy's ``retriable-status-codes: 503``)
+UNAVAILABLE = 503
 _DROP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding",
                             b"date", b"server"})  # fmt: skip
 
@@ -59,11 +63,13 @@ async def _respond(send: Send, status: int, body: bytes, headers: Headers | None
 
 
 class _NoAnswer(Exception):
-    """No endpoint of a variant answered: the status and message the client would get."""
+    """No endpoint of a variant answered: the status and message the client would get, or the
+    upstream's own "not ready" answer (``response``) when every endpoint gave that."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str,
+                 response: UpstreamResponse | None = None) -> None:  # fmt: skip
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.response = status, message, response
 
 
 async def _error(send: Send, status: int, message: str) -> None:
@@ -244,20 +250,25 @@ class Router:
         if state.config.mirror is not None:
             self._mirror(state, state.config.mirror.name, method, target_str, headers, body)
         tried: set[str] = set()
+        unavailable: tuple[str, UpstreamResponse] | None = None
         while True:
             tried.add(variant)
             try:
                 response = await self._exchange(state, variant, method, target_str, headers,
                                                 body)
             except _NoAnswer as exc:
-                # the variant has no endpoint left (a canary being added or removed): another
-                # variant answers rather than the client getting an error
+                if exc.response is not None:
+                    unavailable = (variant, exc.response)
+                # the variant has no endpoint left (a canary being added or removed) or none
+                # ready: another variant answers rather than the client getting an error
                 fallback = state.fallback(tried)
                 if fallback is not None:
                     variant = fallback
                     continue
-                await _error(send, exc.status, exc.message)
-                return
+                if unavailable is None:
+                    await _error(send, exc.status, exc.message)
+                    return
+                variant, response = unavailable  # nobody ready: the upstream's own 503
             break
         out = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE]
         out.append((VARIANT_HEADER, variant.encode()))
@@ -268,8 +279,10 @@ class Router:
 
     async def _exchange(self, state: RouterState, variant: str, method: str, target: str,
                         headers: Headers, body: bytes) -> UpstreamResponse:  # fmt: skip
-        """The answer of an endpoint of ``variant``; an endpoint that refuses or resets before
-        answering (a pod going away) is replaced by another endpoint of the variant."""
+        """The answer of an endpoint of ``variant``. An endpoint that refuses or resets before
+        answering (a pod going away) or answers 503 (a pod not ready: restarted, loading) is
+        ejected for a while and replaced by another endpoint of the variant: neither ran the
+        request, so sending it again is safe. A timeout or a broken answer is not retried."""
         child = self.metrics.child
         targets = state.targets[variant]
         endpoint = targets.pick()
@@ -280,24 +293,37 @@ class Router:
         rediscovered = False
         while True:
             try:
-                return await self.pool.request(endpoint[0], endpoint[1], method, target,
-                                               headers, body)  # fmt: skip
-            except UpstreamError as exc:
-                nxt = None
-                if isinstance(exc, UpstreamUnreached):
+                response = await self.pool.request(endpoint[0], endpoint[1], method, target,
+                                                   headers, body)  # fmt: skip
+            except UpstreamUnreached as exc:
+                targets.eject(endpoint, self.settings.ejection_s)
+                child(self.metrics.ejections, variant, "unreached").inc()
+                nxt = self._untried(targets, tried)
+                if nxt is None and not rediscovered:
+                    # every known endpoint is gone: the pods that replaced them are not
+                    # known yet (a rolling update outpacing discovery); look once more
+                    rediscovered = True
+                    await self._rediscover()
+                    targets = state.targets.get(variant, targets)
                     nxt = self._untried(targets, tried)
-                    if nxt is None and not rediscovered:
-                        # every known endpoint is gone: the pods that replaced them are not
-                        # known yet (a rolling update outpacing discovery); look once more
-                        rediscovered = True
-                        await self._rediscover()
-                        nxt = self._untried(state.targets.get(variant, targets), tried)
                 if nxt is None:
                     child(self.metrics.errors, variant).inc()
                     child(self.metrics.requests, variant, "502").inc()
                     raise _NoAnswer(502, f"variant {variant}: {exc}") from exc
-                tried.add(nxt)
-                endpoint = nxt
+            except UpstreamError as exc:
+                child(self.metrics.errors, variant).inc()
+                child(self.metrics.requests, variant, "502").inc()
+                raise _NoAnswer(502, f"variant {variant}: {exc}") from exc
+            else:
+                if response.status != UNAVAILABLE:
+                    return response
+                targets.eject(endpoint, self.settings.ejection_s)
+                child(self.metrics.ejections, variant, "unavailable").inc()
+                nxt = self._untried(targets, tried)
+                if nxt is None:
+                    raise _NoAnswer(503, f"variant {variant} has no ready endpoints", response)
+            tried.add(nxt)
+            endpoint = nxt
 
     def _mirror(self, state: RouterState, name: str, method: str, target: str,
                 headers: Headers, body: bytes) -> None:  # fmt: skip

@@ -26,6 +26,13 @@ class RouterMetrics:
                                    registry=r)  # fmt: skip
         self.errors = Counter("mlops_router_upstream_errors", "Upstream failures",
                               ["variant"], registry=r)  # fmt: skip
+        self.ejections = Counter("mlops_router_endpoint_ejections",
+                                 "Endpoints left out of the rotation for a while after they "
+                                 "refused or reset a connection before answering "
+                                 "(reason=unreached) or answered 503, not ready "
+                                 "(reason=unavailable); the request went on to another "
+                                 "endpoint or variant", ["variant", "reason"],
+                                 registry=r)  # fmt: skip
         self.mirror = Counter("mlops_router_mirror_requests", "Mirrored copies by result",
                               ["result"], registry=r)  # fmt: skip
         self.weight = Gauge("mlops_router_variant_weight", "Configured weight", ["variant"],

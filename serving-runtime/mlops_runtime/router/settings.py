@@ -29,6 +29,11 @@ class RouterSettings(BaseSettings):
         description="when a Service's EndpointSlices hold no ready endpoint, use its Ready pods",
     )
     upstream_timeout_s: float = Field(default=30.0, gt=0)
+    ejection_s: float = Field(
+        default=5.0, ge=0,
+        description="an endpoint that refused a connection or answered 503 (not ready) is left "
+        "out of the rotation this long, or until discovery drops and re-adds it (0: never)",
+    )  # fmt: skip
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     mirror_max_in_flight: int = Field(
         default=64, ge=1, description="mirror copies beyond are dropped"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,10 +17,14 @@ from mlops_runtime.router.settings import RouterSettings
 
 @dataclass(slots=True)
 class Targets:
-    """The endpoints of one upstream and a round-robin cursor over them."""
+    """The endpoints of one upstream, a round-robin cursor over them, and the endpoints ejected
+    from the rotation for a while (outlier ejection, as Envoy does it): one that refused a
+    connection or answered "not ready" (503) is skipped until ``ejected`` says otherwise, so a
+    pod that died or restarts stops getting requests before discovery notices it."""
 
     urls: list[tuple[str, int]] = field(default_factory=list)
     cursor: Any = None
+    ejected: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def set(self, urls: list[str]) -> None:
         parsed = []
@@ -30,9 +35,32 @@ class Targets:
         if parsed != self.urls:
             self.urls = parsed
             self.cursor = itertools.cycle(parsed) if parsed else None
+            # an endpoint that left discovery and came back (ready again) starts afresh
+            self.ejected = {e: t for e, t in self.ejected.items() if e in parsed}
+
+    def eject(self, endpoint: tuple[str, int], seconds: float) -> None:
+        """Keep ``endpoint`` out of :meth:`pick` for ``seconds``."""
+        if seconds > 0:
+            self.ejected[endpoint] = time.monotonic() + seconds
 
     def pick(self) -> tuple[str, int] | None:
-        return next(self.cursor) if self.cursor is not None else None
+        """The next endpoint in rotation, skipping ejected ones; when every endpoint is ejected
+        the next one regardless (Envoy's panic mode: better a try than no answer)."""
+        if self.cursor is None:
+            return None
+        endpoint = next(self.cursor)
+        if not self.ejected:
+            return endpoint
+        now = time.monotonic()
+        for _ in range(len(self.urls)):
+            until = self.ejected.get(endpoint)
+            if until is None:
+                return endpoint
+            if until <= now:
+                del self.ejected[endpoint]
+                return endpoint
+            endpoint = next(self.cursor)
+        return endpoint
 
 
 class RouterState:
