@@ -34,6 +34,8 @@ from chart_stack import (
 )
 
 from mlops_localstack.cluster import poll
+from mlops_localstack.gateway_api import ensure_gateway_api_crds
+from mlops_operator.builders.traffic import PARENT_REFS_ANNOTATION
 
 pytestmark = [pytest.mark.integration, pytest.mark.install]
 
@@ -294,11 +296,6 @@ def test_helm_upgrade_changes_a_value_and_a_crd_field(chart_stack: ChartStack, r
 NOT_EXERCISED = {
     ("mlops.dev", "modelversions", "get"): "create_or_get reads an existing ModelVersion back "
     "after a 409 (a TrainingRun pass retried after a crash)",
-    **{("autoscaling", "horizontalpodautoscalers", v): "no example autoscales (an HPA per "
-       "variant is applied and pruned like the Deployments)" for v in ("create", "patch", "delete")},
-    **{("gateway.networking.k8s.io", "httproutes", v): "no Gateway API CRDs on the local stack "
-       "(router: gateway-api applies and prunes HTTPRoutes)"
-       for v in ("list", "create", "patch", "delete")},
 }
 
 
@@ -319,14 +316,31 @@ def test_rbac_is_exactly_what_the_operator_exercises(chart_stack: ChartStack,
     router = poll("the router Deployment", lambda: [d["metadata"]["name"] for d in json.loads(
         stack.cluster.kubectl("get", "deployments", "-n", md_ns, "-o", "json").stdout)["items"]
         if "router" in d["metadata"]["name"]], timeout=60)[0]
+
+    def names(kind: str) -> set[str]:
+        return {o["metadata"]["name"] for o in json.loads(stack.cluster.kubectl(
+            "get", kind, "-n", md_ns, "-o", "json").stdout)["items"]}
+
+    # Gateway API mode and autoscaling: the operator applies an HTTPRoute and an HPA per variant
+    stack.cluster.apply_crds(ensure_gateway_api_crds())
+    stack.cluster.kubectl("annotate", "md", "iris", "-n", md_ns,
+                          f"{PARENT_REFS_ANNOTATION}=infra/public:http")
+    stack.cluster.kubectl("patch", "md", "iris", "-n", md_ns, "--type=merge", "-p", json.dumps({
+        "spec": {"traffic": {"router": "gateway-api"},
+                 "runtime": {"autoscaling": {"minReplicas": 1, "maxReplicas": 2,
+                                             "targetCPUUtilizationPercentage": 80}}}}))
+    poll("the HTTPRoute and the HPAs", lambda: names("httproutes.gateway.networking.k8s.io")
+         == {"iris"} and names("hpa") == {"iris-champion", "iris-challenger"},
+         timeout=180, interval=1)
     stack.cluster.kubectl("patch", "md", "iris", "-n", md_ns, "--type=json", "-p", json.dumps([
         {"op": "remove", "path": "/spec/variants/1"},
         {"op": "replace", "path": "/spec/variants/0/weight", "value": 100},
-        {"op": "replace", "path": "/spec/traffic/router", "value": "service"}]))
-    poll("the router and the challenger to be pruned", lambda: not [
-        d for d in json.loads(stack.cluster.kubectl("get", "deployments", "-n", md_ns, "-o",
-                                                    "json").stdout)["items"]
-        if d["metadata"]["name"] in (router, "iris-challenger")], timeout=180, interval=1)
+        {"op": "replace", "path": "/spec/traffic/router", "value": "service"},
+        {"op": "remove", "path": "/spec/runtime/autoscaling"}]))
+    poll("the router, the challenger, the HTTPRoute and the HPAs to be pruned", lambda: not (
+        names("deployments") & {router, "iris-challenger"}
+        or names("httproutes.gateway.networking.k8s.io") or names("hpa")),
+         timeout=180, interval=1)
     # a Job whose pods are refused (a quota of no pods): the operator reads the Job's
     # FailedCreate Event (list events) and shows the apiserver's words on the TrainingRun
     quota_ns = stack.namespace("quota")
