@@ -23,6 +23,7 @@ Settings, as MLflow's own client reads them: ``MLFLOW_TRACKING_USERNAME`` +
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -246,6 +247,7 @@ class MlflowRestClient:
         self.retries = max(0, int(retries))
         self.backoff = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1") or 1)
         self.experiment_ids: dict[str, str] = {}
+        self.experiment_lock = threading.Lock()
         auth: httpx.Auth | None = None
         headers = {"User-Agent": "mlops-operator"}
         user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get(

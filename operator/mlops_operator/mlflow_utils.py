@@ -7,6 +7,7 @@ again after a crash: registration finds the version it made before instead of ma
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -27,8 +28,18 @@ TAG_MODELVERSION = "mlops.dev/modelversion"
 TAG_REGISTRATION_KEY = "mlops.dev/registration-key"
 
 
-@lru_cache(maxsize=8)
+_CLIENTS_LOCK = threading.Lock()
+
+
 def make_client(tracking_uri: str, timeout: float = 10.0, retries: int = 0) -> MlflowRestClient:
+    """:func:`_make_client`, made once even when the first passes ask from 8 threads at once
+    (``lru_cache`` alone would let each make its own, with its own experiment cache)."""
+    with _CLIENTS_LOCK:
+        return _make_client(tracking_uri, timeout, retries)
+
+
+@lru_cache(maxsize=8)
+def _make_client(tracking_uri: str, timeout: float = 10.0, retries: int = 0) -> MlflowRestClient:
     """The operator's MLflow client (:mod:`mlops_operator.mlflow_rest`, REST over one pooled
     ``httpx.Client``; not ``mlflow`` itself, whose import costs ~120 MB). It fails fast:
     ``timeout`` seconds per request and ``retries`` retries (kopf's backoff does the retrying).

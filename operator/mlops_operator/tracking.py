@@ -32,12 +32,14 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     experiment is deleted or gone, and asks again.
     """
     cache: dict[str, str] | None = getattr(client, "experiment_ids", None)
-    if cache is not None and name in cache:
+    if cache is None:
+        return _lookup_experiment(client, name)
+    if name in cache:
         return cache[name]
-    exp_id = _lookup_experiment(client, name)
-    if cache is not None:
-        cache[name] = exp_id
-    return exp_id
+    with client.experiment_lock:  # the first TrainingRuns of an experiment: one lookup, not 8
+        if name not in cache:
+            cache[name] = _lookup_experiment(client, name)
+        return cache[name]
 
 
 def forget_experiment(client: MlflowClient, experiment_id: str) -> str | None:

@@ -194,6 +194,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_one_client_and_one_experiment_lookup_under_concurrent_first_passes(uri: str) -> None:
+    """8 worker threads' first passes at once share one client (one experiment cache)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = threading.Barrier(8)
+
+    def first_pass(_: int) -> tuple[int, str]:
+        start.wait()
+        c = make_client(uri, 7.0)
+        return id(c), tracking.ensure_experiment(c, "rest-concurrent")
+
+    with ThreadPoolExecutor(8) as pool:
+        got = set(pool.map(first_pass, range(8)))
+    assert len(got) == 1
+    assert make_client(uri, 7.0).experiment_ids == {"rest-concurrent": next(iter(got))[1]}
+
+
 def test_no_server_is_unreachable_and_temporary() -> None:
     c = make_client(f"http://127.0.0.1:{_free_port()}", 2.0)
     with pytest.raises(httpx.ConnectError) as err:
