@@ -297,9 +297,10 @@ class MlflowRestClient:
             js = None
         if resp.is_success:
             if not isinstance(js, dict):
+                # e.g. a login page of a proxy in front of MLflow: an answer, not an outage
                 raise MlflowException(
                     f"MLflow {endpoint} answered {resp.status_code} with a body that is not JSON: "
-                    f"{resp.text[:200]!r}", "INTERNAL_ERROR", 502)
+                    f"{resp.text[:200]!r}", "INTERNAL_ERROR", resp.status_code)
             return js
         if isinstance(js, dict) and "error_code" in js:
             raise MlflowException(str(js.get("message", "")), str(js["error_code"]), resp.status_code)

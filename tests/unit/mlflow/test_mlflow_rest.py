@@ -272,6 +272,15 @@ def test_non_json_4xx_is_permanent_with_the_servers_words(
     assert len(scripted.seen) == 1  # type: ignore[attr-defined]  # a 4xx is not retried
 
 
+def test_a_200_that_is_not_json_is_permanent(scripted: ThreadingHTTPServer) -> None:
+    """A proxy's login page answered with 200: not MLflow, and not an outage either."""
+    scripted.script.append((200, "text/html", "<form>sign in</form>"))  # type: ignore[attr-defined]
+    with pytest.raises(MlflowException) as err, mlflow_errors("reading a run"):
+        MlflowRestClient(_url(scripted), timeout=5.0).get_run("r")
+    assert "not JSON" in str(err.value) and "sign in" in str(err.value)
+    assert not is_unreachable(err.value)
+
+
 @pytest.mark.parametrize("status", [429, 502, 503, 504, 500])
 def test_5xx_and_429_are_temporary(scripted: ThreadingHTTPServer, status: int) -> None:
     scripted.script.append((status, "text/plain", "busy"))  # type: ignore[attr-defined]
