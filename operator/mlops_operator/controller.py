@@ -11,7 +11,12 @@ A :class:`Controller` is a level-triggered reconcile loop, like controller-runti
   observes them, and records what it found in ``p.status``. The queue runs one pass per object at
   a time, and at most ``MLOPS_WORKERS`` passes at once.
 * **One status write.** What the pass changed in ``p.status`` is merged into the status
-  subresource in one patch at the end of the pass — also when the pass raised.
+  subresource in one patch at the end of the pass — also when the pass raised. A pass that must
+  have a fact recorded before its next side effect (the MLflow run id before the Job) calls
+  :meth:`Pass.flush` in between instead of ending and queueing itself again.
+* **Children from the watch.** The child watch keeps the children's bodies
+  (:meth:`Pass.child`): a pass reads a child as last seen instead of asking the API server; the
+  child's next event brings the next pass anyway.
 * **Retry by kind of error.** ``kopf.TemporaryError(delay=…)`` → run again after ``delay``
   (MLflow down, a child not ready); ``kopf.PermanentError`` → wait for the next change of the
   object (bad input; the pass has set a condition and posted a Warning Event); a request the
@@ -37,6 +42,7 @@ import asyncio
 import contextvars
 import copy
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from prometheus_client import Counter
 
 from . import GROUP, VERSION, kube
 from .builders.common import MANAGED_BY, OPERATOR
@@ -57,6 +64,8 @@ Key = tuple[str, str]  # (namespace, name)
 _UNSET = object()
 #: Retry delays (seconds) after unexpected errors, one step per consecutive failure.
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+PASSES = Counter("mlops_reconcile_passes_total", "Reconcile passes run, by resource kind",
+                 ["kind"])
 
 
 class Status:
@@ -211,6 +220,8 @@ class Pass:
     settings: OperatorSettings
     logger: logging.LoggerAdapter
     requeue_after: float | None = None
+    #: the controller running this pass (its children cache and status write)
+    controller: Controller | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -244,6 +255,26 @@ class Pass:
         """Run another pass after ``seconds`` even if nothing changes (the earliest ask wins)."""
         self.requeue_after = seconds if self.requeue_after is None else min(
             self.requeue_after, seconds)
+
+    def flush(self) -> None:
+        """Write the status changes made so far now (raises when the write fails, so the pass
+        ends before its next side effect); the end-of-pass write sends only what follows."""
+        if self.controller is not None and self.status.changes:
+            self.controller.write_now(self)
+
+    def child(self, kind: str, name: str) -> dict[str, Any] | None:
+        """A child of this object (same namespace) as its watch last saw it, or None (not seen:
+        not created yet, deleted, or the watch has not listed it yet — ask the API then)."""
+        if self.controller is None:
+            return None
+        found = self.controller.children_seen.get((kind, self.namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def saw_child(self, body: Mapping[str, Any]) -> None:
+        """Remember a child this pass created or read (until its watch event brings a newer
+        one), so that the next pass need not ask for it again."""
+        if self.controller is not None:
+            self.controller.see_child(None, copy.deepcopy(dict(body)))
 
 
 class WorkQueue:
@@ -321,6 +352,9 @@ class Controller:
     #: called with the key of a deleted object (drop what the controller keeps about it)
     forget: Callable[[Key], None] | None = None
     cache: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    #: the children's bodies by ``(kind, namespace, name)``, as their watch last saw them
+    children_seen: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    _children_lock: threading.Lock = field(default_factory=threading.Lock)
     _queue: WorkQueue | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -346,12 +380,32 @@ class Controller:
         self._spawn_workers()
         self.observe(event.get("type"), copy.deepcopy(dict(body)))
 
-    async def _on_child_event(self, body: kopf.Body, **_: Any) -> None:
+    async def _on_child_event(self, event: Mapping[str, Any], body: kopf.Body,
+                              **_: Any) -> None:
         self._spawn_workers()
         meta = body.get("metadata") or {}
-        for ref in meta.get("ownerReferences") or []:
-            if ref.get("kind") == self.kind and ref.get("apiVersion", "").startswith(GROUP):
-                self.enqueue((meta.get("namespace") or "", ref.get("name") or ""))
+        owners = [ref.get("name") or "" for ref in meta.get("ownerReferences") or []
+                  if ref.get("kind") == self.kind and ref.get("apiVersion", "").startswith(GROUP)]
+        if owners:
+            self.see_child(event.get("type"), copy.deepcopy(dict(body)))
+        for owner in owners:
+            self.enqueue((meta.get("namespace") or "", owner))
+
+    def see_child(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """Keep a child's body (drop it when deleted; never go back to an older version)."""
+        meta = body.get("metadata") or {}
+        meta.pop("managedFields", None)  # most of a body's bytes; no pass reads them
+        key = (body.get("kind") or "", meta.get("namespace") or "", meta.get("name") or "")
+        if event_type == "DELETED":
+            with self._children_lock:
+                self.children_seen.pop(key, None)
+            return
+        with self._children_lock:  # the loop's thread (events) and workers (their own reads)
+            seen = self.children_seen.get(key)
+            if seen is not None and _rv(seen) > _rv(body) and (
+                    (seen.get("metadata") or {}).get("uid") == meta.get("uid")):
+                return
+            self.children_seen[key] = body
 
     def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
         """Take a watch event into the cache and queue the object (not for our own writes)."""
@@ -447,8 +501,9 @@ class Controller:
     def _pass(self, key: Key, body: dict[str, Any]) -> float | None:
         """One reconcile pass and its one status write; when to run again (None: on events)."""
         logger = _ObjectLogger(log, {"object": f"{key[0]}/{key[1]}"})
-        p = Pass(body, Status(body), get_settings(), logger)
+        p = Pass(body, Status(body), get_settings(), logger, controller=self)
         log.debug("%s %s: pass at resourceVersion %s", self.kind, p.key, _rv(body))
+        PASSES.labels(kind=self.kind).inc()
         delay: float | None = None
         try:
             self.reconcile(p)
@@ -496,6 +551,24 @@ class Controller:
         log.warning("%s %s: %s (again in %ss)", self.kind, p.key, message, delay)
         return delay
 
+    def write_now(self, p: Pass) -> None:
+        """Write the pass's status changes so far (:meth:`Pass.flush`); errors propagate (the
+        object deleted meanwhile ends the pass quietly)."""
+        try:
+            updated = kube.patch_status(self.plural, p.namespace, p.name, p.status.changes)
+        except Exception as exc:
+            if kube.is_status(exc, 404):
+                raise Waiting("deleted meanwhile") from exc
+            raise
+        p.status.changes = {}
+        self._wrote((p.namespace, p.name), updated)
+
+    def _wrote(self, key: Key, updated: dict[str, Any]) -> None:
+        self._own_writes[key] = _rv(updated)
+        cached = self.cache.get(key)
+        if cached is None or _rv(updated) >= _rv(cached):
+            self.cache[key] = updated
+
     def _write_status(self, key: Key, p: Pass, delay: float | None) -> float | None:
         try:
             updated = kube.patch_status(self.plural, p.namespace, p.name, p.status.changes)
@@ -508,10 +581,7 @@ class Controller:
                 return p.settings.forbidden_retry_seconds
             log.warning("%s %s: status write failed: %s", self.kind, p.key, exc)
             return min(delay or BACKOFF[2], BACKOFF[2])
-        self._own_writes[key] = _rv(updated)
-        cached = self.cache.get(key)
-        if cached is None or _rv(updated) >= _rv(cached):
-            self.cache[key] = updated
+        self._wrote(key, updated)
         return delay
 
 

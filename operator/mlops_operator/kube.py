@@ -7,6 +7,11 @@ for children whose desired state changes (Deployments, Services, ConfigMaps, ...
 for the one status write of a reconcile pass. Children carry owner references built by
 :func:`mlops_operator.builders.common.owner_reference`; :func:`owned_by` checks adoption.
 
+Every request of that client is counted in ``mlops_kube_requests_total{verb, resource}`` (the
+apiserver's verbs: get, list, create, patch, ...; ``resource`` with its subresource, e.g.
+``trainingruns/status``) on the operator's /metrics: what a reconcile pass costs the API server
+(kopf's own watches, finalizers and Events use kopf's client and are not in it).
+
 A request the operator's RBAC does not allow raises :class:`Forbidden` (verb, resource,
 namespace): the controller turns it into a ``Ready=False/Forbidden`` condition, a Warning Event
 and a slow retry. Other 403s (a quota, an admission plugin) stay API errors.
@@ -17,6 +22,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import Counter
 
 from . import GROUP, VERSION
 
@@ -25,6 +33,39 @@ FIELD_MANAGER = "mlops-operator"
 TIMEOUT = (5.0, 30.0)
 _lock = threading.Lock()
 _api: Any = None
+
+REQUESTS = Counter(
+    "mlops_kube_requests_total",
+    "Requests of the operator's Kubernetes client (reconcile passes), by the apiserver's verb "
+    "and resource[/subresource]",
+    ["verb", "resource"],
+)
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def request_kind(method: str, url: str) -> tuple[str, str]:
+    """``(verb, resource)`` of a request as the apiserver names them (``GET`` of a collection is
+    ``list``; ``resource`` carries its subresource: ``trainingruns/status``)."""
+    parts = [x for x in urlsplit(url).path.split("/") if x]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # /api/v1/..., /apis/g/v/...
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]  # a namespaced resource (not the namespace object itself)
+    resource = "/".join(rest[:1] + rest[2:3])
+    verb = _VERBS.get(method.upper()) or ("get" if len(rest) > 1 else "list")
+    return verb, resource
+
+
+def _counted(client: Any) -> Any:
+    """Count every request of ``client`` in :data:`REQUESTS`."""
+    rest = client.rest_client
+    send = rest.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        REQUESTS.labels(*request_kind(method, url)).inc()
+        return send(method, url, *args, **kwargs)
+
+    rest.request = request
+    return client
 
 
 def api() -> Any:
@@ -36,9 +77,9 @@ def api() -> Any:
 
             try:
                 config.load_incluster_config()
-                _api = client.ApiClient()
+                _api = _counted(client.ApiClient())
             except config.ConfigException:
-                _api = config.new_client_from_config()
+                _api = _counted(config.new_client_from_config())
         return _api
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kopf._cogs.aiokits.aiotoggles import Toggle
 
-from mlops_operator.controller import PEERING, Controller, Pass, quiet
+from mlops_operator.controller import PEERING, Controller, Pass, Status, quiet
 from mlops_operator.settings import OperatorSettings
 
 
@@ -149,3 +149,60 @@ async def test_stop_lets_a_running_pass_finish_before_it_returns() -> None:
     release.set()
     await asyncio.wait_for(stopping, timeout=30)
     assert finished == ["a"]
+
+
+def job(name: str, rv: str, uid: str = "job-uid", owner: str = "a") -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"namespace": "ns", "name": name, "uid": uid, "resourceVersion": rv,
+                         "managedFields": [{"manager": "kube-controller-manager"}],
+                         "ownerReferences": [{"apiVersion": "mlops.dev/v1alpha1",
+                                              "kind": "Thing", "name": owner}]}}
+
+
+async def test_a_pass_reads_its_child_as_the_watch_last_saw_it_never_an_older_one() -> None:
+    ctl = Controller("Thing", "things", lambda p: None)
+    await ctl.start(1)
+    try:
+        p = Pass(body("a"), Status(body("a")), OperatorSettings(), logging.getLogger(),  # type: ignore[arg-type]
+                 controller=ctl)
+        assert p.child("Job", "a-train") is None  # not seen: the pass asks the API
+        p.saw_child(job("a-train", "5"))  # what the pass's own create returned
+        await ctl._on_child_event({"type": "ADDED"}, job("a-train", "4"))  # an older event
+        seen = p.child("Job", "a-train")
+        assert seen is not None and seen["metadata"]["resourceVersion"] == "5"
+        assert "managedFields" not in seen["metadata"]
+        await ctl._on_child_event({"type": "MODIFIED"}, job("a-train", "7"))
+        assert p.child("Job", "a-train")["metadata"]["resourceVersion"] == "7"  # type: ignore[index]
+        p.child("Job", "a-train")["metadata"]["name"] = "changed"  # type: ignore[index]
+        assert p.child("Job", "a-train")["metadata"]["name"] == "a-train"  # type: ignore[index]
+        # a Job recreated under the same name is taken whatever its resourceVersion
+        await ctl._on_child_event({"type": "ADDED"}, job("a-train", "2", uid="new"))
+        assert p.child("Job", "a-train")["metadata"]["uid"] == "new"  # type: ignore[index]
+        await ctl._on_child_event({"type": "DELETED"}, job("a-train", "8", uid="new"))
+        assert p.child("Job", "a-train") is None
+        # a child that names no owner of this kind is not kept
+        await ctl._on_child_event({"type": "ADDED"}, {**job("b-train", "1"), "metadata": {
+            **job("b-train", "1")["metadata"], "ownerReferences": []}})
+        assert ctl.children_seen == {}
+    finally:
+        await ctl.stop()
+
+
+@pytest.mark.parametrize(("method", "url", "kind"), [
+    ("GET", "https://127.0.0.1:6443/api/v1/namespaces/ns/pods?labelSelector=a%3Db",
+     ("list", "pods")),
+    ("GET", "https://127.0.0.1:6443/apis/batch/v1/namespaces/ns/jobs/a-train", ("get", "jobs")),
+    ("POST", "https://127.0.0.1:6443/apis/batch/v1/namespaces/ns/jobs", ("create", "jobs")),
+    ("PATCH", "https://127.0.0.1:6443/apis/mlops.dev/v1alpha1/namespaces/ns/trainingruns/a/status",
+     ("patch", "trainingruns/status")),
+    ("DELETE", "https://127.0.0.1:6443/apis/batch/v1/namespaces/ns/jobs/a-train",
+     ("delete", "jobs")),
+    ("GET", "https://127.0.0.1:6443/api/v1/namespaces/ns", ("get", "namespaces")),
+    ("POST", "https://127.0.0.1:6443/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+     ("create", "selfsubjectaccessreviews")),
+])
+def test_requests_are_counted_by_the_apiservers_verb_and_resource(
+        method: str, url: str, kind: tuple[str, str]) -> None:
+    from mlops_operator.kube import request_kind
+
+    assert request_kind(method, url) == kind
