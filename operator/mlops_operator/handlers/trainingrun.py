@@ -1,24 +1,32 @@
 """TrainingRun controller: MLflow run first, then the Job, then results and registration.
 
 The shape of every controller (docs/architecture.md): :func:`reconcile` is one pass over a
-TrainingRun as last seen; it advances it by at most one side effect and records the outcome in
+TrainingRun as last seen; it advances it by at most one side effect — the first pass two, the
+run and then the Job, with the run id written in between — and records the outcome in
 ``p.status`` (written in one patch at the end of the pass):
 
 1. **run** — get-or-create the experiment and the MLflow run. The run is found by its uid tag
    before one is created, so a crash between "created" and "recorded" never makes a second
-   one. The pass ends with ``status.mlflowRunId`` recorded (the spec is immutable from then
-   on, by CEL), so the order "run id recorded → Job created" holds in the API. MLflow
-   unreachable → ``MLflowReachable=False`` and a retry; no Job exists until the run does.
-2. **job** — create the Job ``<tr>-train`` if absent (found again after a crash), owned by the
-   TrainingRun; a Job of the same name owned by someone else fails the run.
+   one. The pass writes ``status.mlflowRunId`` (:meth:`Pass.flush`; the spec is immutable from
+   then on, by CEL) before it goes on to the Job, so the order "run id recorded → Job created"
+   holds in the API; a failed write ends the pass before the Job. MLflow unreachable →
+   ``MLflowReachable=False`` and a retry; no Job exists until the run does.
+2. **job** — the Job ``<tr>-train`` as the controller's Job watch last saw it; when the watch
+   has not seen it, read (``status.jobName`` set: a restart, the watch not caught up yet) or
+   created if absent (found again after a crash), owned by the TrainingRun; a Job of the same
+   name owned by someone else fails the run.
 3. **track** — Pending/Running from the Job and its pod (with the reason a pod waits for);
    Failed → the Job's reason, the failing container's exit code and last lines, a Warning
    Event, the MLflow run ended FAILED; Succeeded → metrics into status, run ended FINISHED,
    model registered once per TrainingRun uid, ModelVersion ``<model>-v<n>`` created.
 
 Events of the Job wake the TrainingRun at once; while it is active a pass also runs every
-``resync_seconds``. Deletion (``@kopf.on.delete``) deletes the Job and ends a still-running
-MLflow run as KILLED.
+``resync_seconds``. The pods (and, while there is none, the Job's ``FailedCreate`` Events) are
+listed only when something can have changed: not right after the pass created the Job, and not
+again for the same Job version within :data:`LOOKUP_FRESH_SECONDS` (the passes that the
+finalizer kopf adds and the Job's ADDED event bring); a Job without a pod is looked at again
+after 3 s, so a refused pod shows within seconds. Deletion (``@kopf.on.delete``) deletes the
+Job and ends a still-running MLflow run as KILLED.
 
 **Failpoints (test only, :mod:`mlops_operator.failpoints`).** ``after-run-created``,
 ``after-job-created``, ``after-registered``: the operator exits right after that side effect and
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,6 +79,11 @@ PLURAL = "trainingruns"
 TERMINAL = ("Succeeded", "Failed")
 #: Retries of the deletion handler while MLflow is unreachable before it lets go.
 DELETE_RETRIES = 5
+WAITING = "waiting for the training pod to start"
+#: A pass does not list the pods again for a Job version that a pass looked at this recently.
+LOOKUP_FRESH_SECONDS = 1.5
+#: per TrainingRun: (Job uid, Job resourceVersion, monotonic time) of the last pod lookup
+_looked: dict[tuple[str, str], tuple[str, str, float]] = {}
 
 
 def _seconds_since(iso: str | None) -> float:
@@ -118,11 +132,10 @@ def reconcile(p: Pass) -> None:
     try:
         run_id = st.get("mlflowRunId")
         if not run_id:
-            record_run(p, spec)
-            p.requeue(0)  # the run id is recorded by this pass's status write; then the Job
-            return
-        job = ensure_job(p, spec, str(run_id))
-        track(p, spec, job, str(run_id))
+            run_id = record_run(p, spec)
+            p.flush()  # the run id is in the API before the Job exists (a failed write raises)
+        job, created = ensure_job(p, spec, str(run_id))
+        track(p, spec, job, str(run_id), created)
     except kopf.TemporaryError as exc:
         if exc.__cause__ is not None and is_unreachable(exc.__cause__) and (
                 st.condition("MLflowReachable").get("status") != "False"):
@@ -132,8 +145,8 @@ def reconcile(p: Pass) -> None:
         p.requeue(p.settings.resync_seconds)
 
 
-def record_run(p: Pass, spec: TrainingRunSpec) -> None:
-    """Step 1: the MLflow run (found by uid or created), recorded in status."""
+def record_run(p: Pass, spec: TrainingRunSpec) -> str:
+    """Step 1: the MLflow run (found by uid or created), recorded in status; its id."""
     from ..mlflow_utils import MlflowException
 
     st = p.status
@@ -166,13 +179,38 @@ def record_run(p: Pass, spec: TrainingRunSpec) -> None:
         st.set(dataset={"uri": spec.dataset.uri,
                         **({"version": spec.dataset.version} if spec.dataset.version else {})})
     kopf.info(p.body, reason="RunCreated", message=f"MLflow run {run_id} in experiment {experiment}")
+    return str(run_id)
 
 
-def ensure_job(p: Pass, spec: TrainingRunSpec, run_id: str) -> dict[str, Any]:
-    """Step 2: the training Job, created if absent, recorded in status."""
+def ensure_job(p: Pass, spec: TrainingRunSpec, run_id: str) -> tuple[dict[str, Any], bool]:
+    """Step 2: the training Job (as its watch saw it, else read, else created), recorded in
+    status; ``(job, created by this pass)``."""
     cfg = p.settings
-    manifest = build_job(p.name, p.namespace, p.uid, spec, run_id, cfg.pod_tracking_uri,
-                         experiment_name(spec), cfg.default_training_image)
+    name = job_name(p.name)
+    job = p.child("Job", name)
+    if job is None and p.status.get("jobName") == name:
+        job = kube.get("batch/v1", "Job", p.namespace, name)  # None: deleted, create it again
+    if job is not None:
+        created = False
+    else:
+        manifest = build_job(p.name, p.namespace, p.uid, spec, run_id, cfg.pod_tracking_uri,
+                             experiment_name(spec), cfg.default_training_image)
+        job, created = _create_job(p, manifest, run_id)
+    p.saw_child(job)
+    if not kube.owned_by(job, p.uid):
+        if job["metadata"].get("deletionTimestamp"):
+            raise kopf.TemporaryError(f"waiting for the old Job {name} to be deleted", delay=2)
+        message = f"Job {name} exists and does not belong to this TrainingRun"
+        fail(p, "JobConflict", message)
+        raise kopf.PermanentError(message)
+    if p.status.get("jobName") != name:
+        p.status.cond("Ready", False, "JobCreated", f"Job {name} created")
+        p.status.set(jobName=name)
+    return job, created
+
+
+def _create_job(p: Pass, manifest: dict[str, Any], run_id: str) -> tuple[dict[str, Any], bool]:
+    """Create the Job (or find it: 409); a Job the apiserver rejects fails the run."""
     name = manifest["metadata"]["name"]
     try:
         job, created = kube.create_or_get(manifest)
@@ -186,51 +224,65 @@ def ensure_job(p: Pass, spec: TrainingRunSpec, run_id: str) -> dict[str, Any]:
     if created:
         failpoint("after-job-created", p.key)
         kopf.info(p.body, reason="JobCreated", message=f"Job {name} created")
-    if not kube.owned_by(job, p.uid):
-        if job["metadata"].get("deletionTimestamp"):
-            raise kopf.TemporaryError(f"waiting for the old Job {name} to be deleted", delay=2)
-        message = f"Job {name} exists and does not belong to this TrainingRun"
-        fail(p, "JobConflict", message)
-        raise kopf.PermanentError(message)
-    if p.status.get("jobName") != name:
-        p.status.cond("Ready", False, "JobCreated", f"Job {name} created")
-        p.status.set(jobName=name)
-    return job
+    return job, created
 
 
-def track(p: Pass, spec: TrainingRunSpec, job: dict[str, Any], run_id: str) -> None:
+def _looked_recently(p: Pass, job: Mapping[str, Any], created: bool) -> bool:
+    """Whether a pass has looked at this version of the Job's pods just now (or created the
+    Job: no pod and no FailedCreate can exist yet); records this pass's look otherwise."""
+    meta = job.get("metadata") or {}
+    version = (str(meta.get("uid")), str(meta.get("resourceVersion")))
+    last = _looked.get((p.namespace, p.name))
+    now = time.monotonic()
+    if (not created and last is not None and last[:2] == version
+            and now - last[2] < LOOKUP_FRESH_SECONDS):
+        return True
+    _looked[(p.namespace, p.name)] = (*version, now)
+    return False
+
+
+def track(p: Pass, spec: TrainingRunSpec, job: dict[str, Any], run_id: str,
+          created: bool = False) -> None:
     """Step 3: mirror the Job into status; finish the run when the Job is done."""
     st = p.status
     phase, reason, message = job_outcome(job)
+    if phase == "Succeeded":
+        succeed(p, spec, run_id)
+        return
+    if phase != "Failed" and _looked_recently(p, job, created):
+        return  # the status holds what that look found; a change of the Job brings a pass
     selector = f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
-    pods = kube.list_("v1", "Pod", p.namespace, selector)
+    pods = [] if created else kube.list_("v1", "Pod", p.namespace, selector)
     if phase == "Failed":
         text, _code = failure_message(reason, message, pods, container=CONTAINER)
         finish_run(run_id, "FAILED")
         _mlflow_reachable(p)
         fail(p, reason, text)
         return
-    if phase == "Succeeded":
-        succeed(p, spec, run_id)
-        return
     if any((pod.get("status") or {}).get("phase") == "Running" for pod in pods):
         phase, reason, message = "Running", "JobRunning", "the training pod is running"
     elif phase == "Pending":
-        reason, message = pending_reason(pods) or (
-            "JobPending", "waiting for the training pod to start")
-        refused = None if pods else kube.failed_create(p.namespace, job["metadata"]["uid"])
+        reason, message = pending_reason(pods) or ("JobPending", WAITING)
+        refused = None if pods or created else kube.failed_create(p.namespace,
+                                                                  job["metadata"]["uid"])
         if refused:
             reason, message = "FailedCreate", f"the training pod cannot be created: {refused}"
             if st.condition("Ready").get("reason") != reason:
                 kopf.warn(p.body, reason=reason, message=message[:1024])
         if not pods:
             p.requeue(min(3.0, p.settings.resync_seconds))  # a refusal shows within seconds
-    if phase != st.phase or st.condition("Ready").get("reason") != reason:
-        st.cond("Ready", False, reason, message)
-        st.cond("Progressing", True, reason, message)
-        st.set(phase=phase, message=message[:1024])
-        if phase == "Running":
-            kopf.info(p.body, reason="TrainingStarted", message=message)
+    if _show(st, phase, reason, message) and phase == "Running":
+        kopf.info(p.body, reason="TrainingStarted", message=message)
+
+
+def _show(st: Any, phase: str, reason: str, message: str) -> bool:
+    """Record an active phase and why (only when the phase or reason changes); whether it did."""
+    if phase == st.phase and st.condition("Ready").get("reason") == reason:
+        return False
+    st.cond("Ready", False, reason, message)
+    st.cond("Progressing", True, reason, message)
+    st.set(phase=phase, message=message[:1024])
+    return True
 
 
 def finish_run(run_id: str, status: str) -> None:
@@ -331,7 +383,8 @@ def ensure_model_version(p: Pass, spec: TrainingRunSpec, run_id: str, version: s
     raise kopf.PermanentError(f"ModelVersion names {name} are taken by other objects")
 
 
-CONTROLLER = controller("TrainingRun", PLURAL, reconcile, children=[("batch", "v1", "jobs")])
+CONTROLLER = controller("TrainingRun", PLURAL, reconcile, children=[("batch", "v1", "jobs")],
+                        forget=lambda key: _looked.pop(key, None))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
