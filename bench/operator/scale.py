@@ -461,7 +461,7 @@ class Context:
         dm, dk = mlflow - before[0], kube - before[1]
         return {"mlflow_calls": sum(dm.values()), "apiserver_calls": sum(dk.values()),
                 "mlflow_by_path": dict(dm.most_common(8)),
-                "apiserver_by_verb": dict(dk.most_common(10))}
+                "apiserver_by_verb": dict(dk.most_common(16))}
 
     def create_namespace(self, namespace: str) -> None:
         self.cluster.kubectl("create", "namespace", namespace)
@@ -591,6 +591,11 @@ def report_runs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             cpu = f"{d['cpu_s']:.1f} s" if "cpu_s" in d else ""
             print(f"| {r['round']} | {side} | {d['mlflow_calls']} | {d['apiserver_calls']} "
                   f"| {d['mlflow_retries']} | {cpu} |")
+    print("\napiserver requests per TrainingRun in the window (all clients), by verb and resource:")
+    for r in rows:
+        for side in ("operator", "baseline"):
+            per = {k: round(v / args.runs, 2) for k, v in r[side]["apiserver_by_verb"].items()}
+            print(f"round {r['round']} {side}: {per}")
 
 
 def report_steady(args: argparse.Namespace, steady: dict[str, Any]) -> None:
