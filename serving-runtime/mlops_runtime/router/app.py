@@ -153,8 +153,14 @@ class Router:
                 except Exception as exc:  # noqa: BLE001 - keep the last known endpoints
                     log.warning("discovery of service %s failed: %s", upstream.service, exc)
                     continue
-                state.targets[upstream.name].set(urls)
-            self.metrics.endpoints.labels(upstream.name).set(len(state.targets[upstream.name].urls))
+            # a config reload during the look-up may have removed the upstream (a canary
+            # promoted or aborted): nothing to refresh then
+            targets = state.targets.get(upstream.name)
+            if targets is None:
+                continue
+            if upstream.service is not None:
+                targets.set(urls)
+            self.metrics.endpoints.labels(upstream.name).set(len(targets.urls))
 
     async def _every(self, seconds: float, step: Callable[[], Awaitable[Any]]) -> None:
         while True:

@@ -146,3 +146,34 @@ def test_runtime_counts_not_ready_as_unavailable_and_5xx_as_server() -> None:
                                        "endpoint": "infer", "kind": kind})
         for kind in ("client", "server", "unavailable")}  # fmt: skip
     assert kinds == {"client": 1.0, "server": 1.0, "unavailable": 2.0}
+
+
+async def test_a_variant_removed_while_discovery_looks_it_up_is_no_error(tmp_path: Path) -> None:
+    """A canary promoted (its variant gone from the config) while discovery waits for the API
+    server: the look-up's result is dropped. It raised KeyError before — out of a request that
+    was rediscovering (the client got a 500, seen in test_md_rollouts) or out of the periodic
+    discovery loop (which then stopped for good)."""
+    import asyncio
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    class Discovery:  # the API server answering slowly
+        def endpoints(self, namespace: str, service: str, port: object) -> list[str]:
+            started.set()
+            release.wait(30)
+            return ["http://127.0.0.1:9"]
+
+    both = {"variants": [{"name": "champion", "weight": 100, "endpoints": ["http://127.0.0.1:8"]},
+                         {"name": "champion-canary", "weight": 0, "service": "canary"}]}
+    config = tmp_path / "router.json"
+    config.write_text(json.dumps(both))
+    router = Router(RouterSettings(config=str(config), reload_interval_s=3600,
+                                   discovery_interval_s=3600), discovery=Discovery())  # fmt: skip
+    router._apply_text(config.read_text())
+    lookup = asyncio.create_task(router.discover_once())
+    await asyncio.to_thread(started.wait, 30)
+    router._apply_text(json.dumps({"variants": both["variants"][:1]}))  # the canary promoted
+    release.set()
+    await lookup
+    assert router.state is not None and set(router.state.targets) == {"champion"}
