@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from chaoshelpers import start_operator
 from mdhelpers import MD, Load, register_versions
@@ -124,10 +125,6 @@ def test_prometheus_down_during_analysis_holds_the_canary_then_it_finishes_on_ev
                 is None)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect (issue 13): on a quiet machine the kill makes the good candidate's own "
-    "error-rate query read ~0.4 (kind=server errors of version 2 around the restart), so the "
-    "canary is aborted and rolled back instead of finishing; it passed once under load"))
 def test_serving_pod_killed_during_a_canary_comes_back_and_the_canary_finishes(
     chaos_stack: Any, chaos_operator: Any, chaos_cluster: Any, chaos_namespace: str,
 ) -> None:
@@ -136,7 +133,8 @@ def test_serving_pod_killed_during_a_canary_comes_back_and_the_canary_finishes(
     model, (v1, v2), client = setup(chaos_stack, chaos_operator, md, name, ["good", "good"],
                                     [{"weight": 30, "pause": "15s"}, {"weight": 100}])
     selector = f"mlops.dev/deployment={name},app.kubernetes.io/component=model-server"
-    with Load(md.router_url(name), model) as load:
+    router = md.router_url(name)
+    with Load(router, model) as load:
         md.wait("traffic to flow", lambda: load.counts[v1] >= 20)
         client.set_registered_model_alias(model, "champion", v2)
         md.wait_status(name, lambda s: (s.get("rollout") or {}).get("weight") == 30,
@@ -162,14 +160,24 @@ def test_serving_pod_killed_during_a_canary_comes_back_and_the_canary_finishes(
             return p if cs[0].get("restartCount", 0) > status.get("restartCount", 0) and cs[0].get(
                 "ready") else None
 
+        def promoted(s: dict[str, Any]) -> bool:
+            # the restarted pod's "not ready" answers are no evidence against v2 (issue 13)
+            assert (s.get("rollout") or {}).get("state") != "Aborted", s
+            return s.get("champion") == v2 and not s.get("rollout") and s.get("phase") == "Ready"
+
         md.wait("the killed pod back and ready", restarted, timeout=180)
         back = time.monotonic() - killed
-        st = md.wait_status(name, lambda s: s.get("champion") == v2 and not s.get("rollout")
-                            and s.get("phase") == "Ready", "the canary promoted", timeout=300)
+        st = md.wait_status(name, promoted, "the canary promoted", timeout=300)
         finished = time.monotonic() - killed
+    # what the router sent elsewhere: endpoints refused (the killed pod) or "not ready" (the
+    # restarted pod loading its model) — how many depends on the timing, so printed only
+    ejections = [line for line in httpx.get(f"{router}/metrics", timeout=10).text.splitlines()
+                 if line.startswith("mlops_router_endpoint_ejections_total")]
     print(f"CHAOS serving pod {pod['metadata']['name']} (canary v{v2}) SIGKILLed: ready again "
           f"{back:.1f}s later; canary promoted {finished:.0f}s after the kill; traffic "
-          f"{dict(load.counts)}")
+          f"{dict(load.counts)}; router {ejections}")
     assert st["champion"] == v2
     assert load.counts[v2] > 0
+    # the router sent what the killed or the loading pod could not answer elsewhere
+    assert load.failures() == {}, load.counts
     assert client.get_model_version_by_alias(model, "champion").version == v2
