@@ -291,11 +291,13 @@ def test_helm_upgrade_changes_a_value_and_a_crd_field(chart_stack: ChartStack, r
 
 # -- RBAC: what the operator exercised (audit log) against what the chart grants ----------------
 
-#: Rights in the chart that this run cannot exercise, and why. The test checks they really were
-#: not exercised (so the list only ever shrinks) and that nothing else is granted unused.
-NOT_EXERCISED = {
+#: Rights in the chart for recovery paths that a run takes only when a crash or a race puts it
+#: there; the test lets them go unused (anything else granted must be exercised).
+RECOVERY_ONLY = {
     ("mlops.dev", "modelversions", "get"): "create_or_get reads an existing ModelVersion back "
     "after a 409 (a TrainingRun pass retried after a crash)",
+    ("batch", "jobs", "get"): "a pass reads the Job its status names only when the Job watch "
+    "has not delivered it yet (after a restart); otherwise the Job comes from the watch",
 }
 
 
@@ -378,9 +380,9 @@ def test_rbac_is_exactly_what_the_operator_exercises(chart_stack: ChartStack,
     print("exercised:", *sorted(rights), sep="\n  ")
     print("delegated only:", *sorted(delegated - set(rights)), sep="\n  ")
     assert not needed - granted, f"missing from the chart: {sorted(needed - granted)}"
-    assert not set(NOT_EXERCISED) & needed, "exercised now: drop it from NOT_EXERCISED"
-    assert granted - needed == set(NOT_EXERCISED), (
-        f"granted but unused: {sorted(granted - needed - set(NOT_EXERCISED))}")
+    assert set(RECOVERY_ONLY) <= granted, sorted(set(RECOVERY_ONLY) - granted)
+    assert not granted - needed - set(RECOVERY_ONLY), (
+        f"granted but unused: {sorted(granted - needed - set(RECOVERY_ONLY))}")
 
 
 CAN_I = [
