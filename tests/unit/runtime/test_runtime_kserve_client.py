@@ -1,7 +1,8 @@
 """Conformance with the KServe Python SDK's clients (REST JSON, REST binary, gRPC).
 
 ``kserve`` cannot live in the project's venv (it pins pandas<3, psutil<6, protobuf<7), so it gets
-its own, ``bench/.venv-kserve`` (git-ignored), created on first use from PyPI; the clients run in
+its own, created on first use from PyPI in the stack's cache directory (``~/.cache/mlops-operator/
+venvs/``, outside the repository, so a CI run on a fresh clone reuses it), and the clients run in
 a subprocess of that venv (kserve_client_check.py) against servers in this process.
 """
 
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-VENV = REPO / "bench" / ".venv-kserve"
+from mlops_localstack.binaries import cache_root
+
 KSERVE = "kserve==0.21.0"
+VENV = cache_root() / "venvs" / f"{KSERVE.replace('==', '-')}-py{sys.version_info[0]}.{sys.version_info[1]}"
 CHECK = Path(__file__).with_name("kserve_client_check.py")
 NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
            "FP16", "FP32", "FP64"]  # fmt: skip
