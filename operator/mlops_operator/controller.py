@@ -333,6 +333,12 @@ class WorkQueue:
         return self._queue.qsize()
 
 
+def _older(body: Mapping[str, Any], than: Mapping[str, Any] | None) -> bool:
+    """Whether ``body`` is an older version of the same object (same uid) than ``than``."""
+    return than is not None and _rv(than) > _rv(body) and (
+        (than.get("metadata") or {}).get("uid") == (body.get("metadata") or {}).get("uid"))
+
+
 def _rv(body: Mapping[str, Any]) -> int:
     try:
         return int((body.get("metadata") or {}).get("resourceVersion") or 0)
@@ -401,9 +407,7 @@ class Controller:
                 self.children_seen.pop(key, None)
             return
         with self._children_lock:  # the loop's thread (events) and workers (their own reads)
-            seen = self.children_seen.get(key)
-            if seen is not None and _rv(seen) > _rv(body) and (
-                    (seen.get("metadata") or {}).get("uid") == meta.get("uid")):
+            if _older(body, than=self.children_seen.get(key)):
                 return
             self.children_seen[key] = body
 
@@ -420,9 +424,7 @@ class Controller:
             if self.forget is not None:
                 self.forget(key)
             return
-        cached = self.cache.get(key)
-        if cached is not None and _rv(cached) > _rv(body) and (
-            (cached.get("metadata") or {}).get("uid") == meta.get("uid")):
+        if _older(body, than=self.cache.get(key)):
             return  # older than what our own status write returned
         self.cache[key] = body
         if self._own_writes.get(key) == _rv(body):
