@@ -18,7 +18,8 @@ A :class:`Controller` is a level-triggered reconcile loop, like controller-runti
   (:meth:`Pass.child`): a pass reads a child as last seen instead of asking the API server; the
   child's next event brings the next pass anyway.
 * **Retry by kind of error.** ``kopf.TemporaryError(delay=…)`` → run again after ``delay``
-  (MLflow down, a child not ready); ``kopf.PermanentError`` → wait for the next change of the
+  (a child not ready; MLflow down — its error has ``ramp`` set and is retried after the backoff
+  below, up to ``delay``); ``kopf.PermanentError`` → wait for the next change of the
   object (bad input; the pass has set a condition and posted a Warning Event); a request the
   API server refused (403, :class:`mlops_operator.kube.Forbidden`: the operator's RBAC lacks a
   verb) → ``Ready=False/Forbidden`` naming the verb and resource, a Warning Event, one log line
@@ -516,8 +517,11 @@ class Controller:
             delay = p.requeue_after
         except kopf.TemporaryError as exc:
             RECONCILE_ERRORS.labels(kind=self.kind, error="temporary").inc()
-            log.info("%s %s: %s (again in %ss)", self.kind, p.key, exc, exc.delay)
             delay = float(exc.delay or BACKOFF[0])
+            if getattr(exc, "ramp", False):  # an outage: 1, 2, 5 s … up to the error's delay
+                n = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = min(delay, BACKOFF[min(n, len(BACKOFF)) - 1])
+            log.info("%s %s: %s (again in %ss)", self.kind, p.key, exc, delay)
         except kopf.PermanentError as exc:
             RECONCILE_ERRORS.labels(kind=self.kind, error="permanent").inc()
             log.warning("%s %s: %s (waiting for a change)", self.kind, p.key, exc)

@@ -1,7 +1,8 @@
 """Test-only fault injection, like etcd's gofail: exit abruptly right after a side effect.
 
 ``MLOPS_FAILPOINT=<point>`` fires for any object, ``<point>@<namespace>/<name>`` only for that
-one. Points: ``after-run-created``, ``after-job-created``, ``after-registered`` (TrainingRun),
+one. Points: ``after-run-created``, ``before-job-created``, ``after-job-created``,
+``after-registered`` (TrainingRun),
 ``after-retrain-created`` (the alert receiver, before it answers Alertmanager). The restart tests
 use them to prove that a restarted operator neither duplicates nor loses anything.
 """

@@ -90,9 +90,17 @@ def is_not_found(exc: BaseException) -> bool:
     )
 
 
+class MlflowUnavailable(kopf.TemporaryError):
+    """MLflow unreachable or answering "later": retried by the controller after 1, 2, 5, 10 s…
+    of consecutive failures of the object, up to the error's ``delay`` — a one-off 500 (a busy
+    sqlite) costs a second, an outage settles at ``delay`` between tries."""
+
+    ramp = True
+
+
 @contextmanager
 def mlflow_errors(what: str, delay: float = 10.0) -> Iterator[None]:
-    """Map "MLflow unreachable" to ``kopf.TemporaryError`` (retried with backoff).
+    """Map "MLflow unreachable" to :class:`MlflowUnavailable` (retried with backoff).
 
     Other MLflow errors propagate for the caller to classify.
     """
@@ -104,7 +112,7 @@ def mlflow_errors(what: str, delay: float = 10.0) -> Iterator[None]:
         raise
     except Exception as exc:
         if is_unreachable(exc):
-            raise kopf.TemporaryError(f"MLflow unreachable while {what}: {exc}", delay=delay) from exc
+            raise MlflowUnavailable(f"MLflow unreachable while {what}: {exc}", delay=delay) from exc
         raise
 
 

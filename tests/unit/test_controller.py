@@ -206,3 +206,48 @@ def test_requests_are_counted_by_the_apiservers_verb_and_resource(
     from mlops_operator.kube import request_kind
 
     assert request_kind(method, url) == kind
+
+
+def test_mlflow_unavailable_retries_after_1_2_5_s_up_to_its_delay_and_a_success_resets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A one-off 500 of a busy MLflow costs the object a second, not the outage's 10 s; an
+    outage settles at the error's delay; a fixed-delay TemporaryError keeps its delay."""
+    import httpx
+    import kopf
+
+    from mlops_operator.mlflow_utils import mlflow_errors
+
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    outcome: list[str] = []
+
+    def reconcile(p: Pass) -> None:
+        what = outcome.pop(0)
+        if what == "down":
+            with mlflow_errors("creating the MLflow run"):
+                raise httpx.ConnectError("connection refused")
+        if what == "waiting":
+            raise kopf.TemporaryError("waiting for the old Job", delay=7)
+
+    ctl = Controller("Thing", "things", reconcile)
+    outcome[:] = ["down"] * 6 + ["ok", "down", "waiting", "waiting"]
+    delays = [ctl._pass(("ns", "a"), body("a")) for _ in range(len(outcome))]
+    assert delays == [1.0, 2.0, 5.0, 10.0, 10.0, 10.0, None, 1.0, 7.0, 7.0]
+
+
+def test_no_kopf_handler_needs_a_diff_base() -> None:
+    """handlers/startup.py stores no diff base (it cost a PATCH per object): only kopf's
+    ``on.delete`` may be a changing handler. A create/update/field/resume handler needs kopf's
+    annotation storage back."""
+    import kopf
+    from kopf._core.intents.causes import Reason
+
+    import mlops_operator.handlers  # noqa: F401  (registers the handlers)
+    from mlops_operator.handlers.startup import NoDiffBase
+
+    handlers = kopf.get_default_registry()._changing.get_all_handlers()
+    assert handlers, "the TrainingRun's on.delete handler is registered"
+    assert {h.reason for h in handlers} == {Reason.DELETE}, [h.id for h in handlers]
+    storage = NoDiffBase()
+    assert storage.fetch(body={"spec": {"a": 1}}) is None
+    assert storage.build(body={"spec": {"a": 1}}) == {}

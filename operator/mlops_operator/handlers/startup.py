@@ -30,6 +30,26 @@ _tasks: list[asyncio.Task[None]] = []
 _receiver: list[Any] = []
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: the controllers watch with ``on.event`` and compare what they see
+    themselves; kopf's one changing handler is the TrainingRun's ``on.delete``, which needs
+    none. kopf's annotation storage cost a PATCH per object after its first event (the
+    ``last-handled-configuration`` annotation, written even when no create handler exists)
+    and a deep copy of every event's body. With nothing stored every event is a "creation"
+    without handlers, which kopf skips. An ``on.create``/``on.update``/``on.field``/
+    ``on.resume`` handler would need the real storage back
+    (``tests/unit/test_controller.py`` fails then)."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: Any) -> None:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 @kopf.on.login()
 def login(**kwargs: Any) -> Any:
     """Authenticate with the kubernetes client's own config (in-cluster, else kubeconfig, its
@@ -44,9 +64,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     cfg = get_settings()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = cfg.watch_timeout_seconds
     settings.watching.client_timeout = cfg.watch_timeout_seconds + 30
     settings.watching.connect_timeout = 30

@@ -2,19 +2,21 @@
 
 The shape of every controller (docs/architecture.md): :func:`reconcile` is one pass over a
 TrainingRun as last seen; it advances it by at most one side effect — the first pass two, the
-run and then the Job, with the run id written in between — and records the outcome in
-``p.status`` (written in one patch at the end of the pass):
+run and then the Job, with the status written in between (step 2) — and records the outcome
+in ``p.status`` (written in one patch at the end of the pass, when anything changed):
 
 1. **run** — get-or-create the experiment and the MLflow run. The run is found by its uid tag
    before one is created, so a crash between "created" and "recorded" never makes a second
-   one. The pass writes ``status.mlflowRunId`` (:meth:`Pass.flush`; the spec is immutable from
-   then on, by CEL) before it goes on to the Job, so the order "run id recorded → Job created"
-   holds in the API; a failed write ends the pass before the Job. MLflow unreachable →
-   ``MLflowReachable=False`` and a retry; no Job exists until the run does.
+   one. MLflow unreachable → ``MLflowReachable=False`` and a retry; no Job exists until the run
+   does.
 2. **job** — the Job ``<tr>-train`` as the controller's Job watch last saw it; when the watch
    has not seen it, read (``status.jobName`` set: a restart, the watch not caught up yet) or
    created if absent (found again after a crash), owned by the TrainingRun; a Job of the same
-   name owned by someone else fails the run.
+   name owned by someone else fails the run. Before it creates the Job the pass writes, in one
+   status write (:meth:`Pass.flush`), ``status.mlflowRunId`` (the spec is immutable from then
+   on, by CEL), ``status.jobName`` and the Pending state a new Job is in — so "run id recorded
+   → Job created" holds in the API, a failed write ends the pass before the Job, and the pass
+   that creates the Job has nothing left to write.
 3. **track** — Pending/Running from the Job and its pod (with the reason a pod waits for);
    Failed → the Job's reason, the failing container's exit code and last lines, a Warning
    Event, the MLflow run ended FAILED; Succeeded → metrics into status, run ended FINISHED,
@@ -30,7 +32,9 @@ Job and ends a still-running MLflow run as KILLED.
 
 **Failpoints (test only, :mod:`mlops_operator.failpoints`).** ``after-run-created``,
 ``after-job-created``, ``after-registered``: the operator exits right after that side effect and
-before it is recorded in status.
+before it is recorded in status (the Job's name is recorded before it is created, so
+``after-job-created`` is "the Job exists, the pass did not finish"); ``before-job-created``:
+after the status names the Job and before it exists.
 """
 
 from __future__ import annotations
@@ -130,10 +134,7 @@ def reconcile(p: Pass) -> None:
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
     st.observed()
     try:
-        run_id = st.get("mlflowRunId")
-        if not run_id:
-            run_id = record_run(p, spec)
-            p.flush()  # the run id is in the API before the Job exists (a failed write raises)
+        run_id = st.get("mlflowRunId") or record_run(p, spec)
         job, created = ensure_job(p, spec, str(run_id))
         track(p, spec, job, str(run_id), created)
     except kopf.TemporaryError as exc:
@@ -195,6 +196,15 @@ def ensure_job(p: Pass, spec: TrainingRunSpec, run_id: str) -> tuple[dict[str, A
     else:
         manifest = build_job(p.name, p.namespace, p.uid, spec, run_id, cfg.pod_tracking_uri,
                              experiment_name(spec), cfg.default_training_image)
+        if p.status.get("jobName") != name:
+            # one status write before the Job exists: the run id (on the first pass), the
+            # Job's name and the state a new Job is in (what the pass would write after it);
+            # a failed write ends the pass before the Job, a crash after it finds no Job
+            # under that name and creates it
+            p.status.set(jobName=name)
+            _show(p.status, "Pending", "JobPending", WAITING)
+            p.flush()
+            failpoint("before-job-created", p.key)
         job, created = _create_job(p, manifest, run_id)
     p.saw_child(job)
     if not kube.owned_by(job, p.uid):
@@ -203,8 +213,7 @@ def ensure_job(p: Pass, spec: TrainingRunSpec, run_id: str) -> tuple[dict[str, A
         message = f"Job {name} exists and does not belong to this TrainingRun"
         fail(p, "JobConflict", message)
         raise kopf.PermanentError(message)
-    if p.status.get("jobName") != name:
-        p.status.cond("Ready", False, "JobCreated", f"Job {name} created")
+    if p.status.get("jobName") != name:  # found, not created: a run recorded by an older pass
         p.status.set(jobName=name)
     return job, created
 

@@ -10,7 +10,7 @@ from trhelpers import Kube, poll, runs_of, training_run, versions_of
 
 pytestmark = pytest.mark.integration
 
-STEPS = ("after-run-created", "after-job-created", "after-registered")
+STEPS = ("after-run-created", "before-job-created", "after-job-created", "after-registered")
 
 
 def run_until_failpoint(operator: Any, point: str, target: str) -> None:
@@ -47,9 +47,12 @@ def test_killed_after_each_step_still_one_run_one_job_one_version(
         if point == "after-run-created":  # the run exists, but is not in status yet
             assert len(runs_of(mlflow_client, namespace, "phoenix")) == 1
             assert "mlflowRunId" not in status
-        if point == "after-job-created":  # the Job exists, but is not in status yet
+        if point == "before-job-created":  # the status names a Job that does not exist yet
+            assert status["jobName"] == "phoenix-train" and status["mlflowRunId"]
+            assert kube.get("jobs") == []
+        if point == "after-job-created":  # the Job exists (found missing, created again)
             assert len(kube.get("jobs")) == 1
-            assert "jobName" not in status
+            assert status["jobName"] == "phoenix-train"
         if point == "after-registered":  # the version exists, the ModelVersion not yet
             uid = kube.tr("phoenix")["metadata"]["uid"]
             assert len(versions_of(mlflow_client, model, uid)) == 1
