@@ -44,7 +44,6 @@ import contextvars
 import copy
 import logging
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,12 +55,13 @@ from prometheus_client import Counter
 from . import GROUP, VERSION, kube
 from .builders.common import MANAGED_BY, OPERATOR
 from .conditions import get_condition, set_condition
+from .kopfhooks import PEERING, QUIET, Peering, QuietSuccess, quiet  # noqa: F401 (re-exported)
 from .metrics import RECONCILE_ERRORS
 from .settings import OperatorSettings, get_settings
+from .workqueue import Key, WorkQueue
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (namespace, name)
 _UNSET = object()
 #: Retry delays (seconds) after unexpected errors, one step per consecutive failure.
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -109,95 +109,6 @@ class Status:
         if conditions != self.current.get("conditions"):
             self.set(conditions=conditions)
         return before != self.condition(type_).get("status")
-
-
-class QuietSuccess(logging.Filter):
-    """Logs kopf's "Handler 'x' succeeded." / "Activity 'x' succeeded." of the handlers named in
-    :attr:`ids` at DEBUG instead of INFO (dropped unless DEBUG is on); anything else passes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: set[str] = set()
-
-    def add(self, what: str, handler_id: str) -> None:
-        self.messages.add(f"{what} {handler_id!r} succeeded.")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.INFO or record.getMessage() not in self.messages:
-            return True
-        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
-            return False
-        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
-        return True
-
-
-#: kopf's loggers of resource handlers and of probes, and what they log at DEBUG instead
-QUIET: dict[str, QuietSuccess] = {}
-
-
-def quiet(logger: str, what: str, handler_id: str) -> None:
-    """Log the success of kopf handler ``handler_id`` (``what``: "Handler" for resource
-    handlers on logger ``kopf.objects``, "Activity" for ``kopf.activities.<activity>``) at
-    DEBUG."""
-    filt = QUIET.get(logger)
-    if filt is None:
-        filt = QUIET[logger] = QuietSuccess()
-        logging.getLogger(logger).addFilter(filt)
-    filt.add(what, handler_id)
-
-
-class Peering:
-    """Whether kopf has paused this replica (HA peering: a live peer of higher priority, or one
-    of equal priority, works; see kopf's peering docs).
-
-    kopf keeps that state in one toggle per peering object, which it hands to its peering
-    observer with every event of that object; :meth:`install` wraps that observer to learn the
-    toggles. kopf pauses its own watch streams with them; the workers here wait on them too, so
-    a passes queued before the pause (or due from a timer) do not run in a standby replica.
-    Standalone (no peering): never paused.
-    """
-
-    def __init__(self) -> None:
-        self._toggles: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.installed = False
-
-    def install(self) -> None:
-        if self.installed:
-            return
-        try:
-            from kopf._core.engines import peering
-        except ImportError:  # pragma: no cover - another kopf layout: never paused here
-            log.warning("kopf peering internals not found: workers do not follow its pause")
-            return
-        original = peering.process_peering_event
-        toggles = self._toggles
-
-        async def observe(*args: Any, conflicts_found: Any = None, **kwargs: Any) -> Any:
-            if conflicts_found is not None:
-                toggles.add(conflicts_found)
-            return await original(*args, conflicts_found=conflicts_found, **kwargs)
-
-        peering.process_peering_event = observe
-        self.installed = True
-
-    def watch(self, toggle: Any) -> None:
-        """Follow one of kopf's pause toggles (what the wrapped observer does)."""
-        self._toggles.add(toggle)
-
-    def paused(self) -> bool:
-        return any(t.is_on() for t in list(self._toggles))
-
-    async def resumed(self) -> None:
-        """Return once no toggle pauses this replica (at once when none does)."""
-        while True:
-            on = [t for t in list(self._toggles) if t.is_on()]
-            if not on:
-                return
-            await on[0].wait_for(False)
-
-
-#: kopf's pause state of this process
-PEERING = Peering()
 
 
 class Waiting(Exception):  # noqa: N818 - a signal, not an error
@@ -276,62 +187,6 @@ class Pass:
         one), so that the next pass need not ask for it again."""
         if self.controller is not None:
             self.controller.see_child(None, copy.deepcopy(dict(body)))
-
-
-class WorkQueue:
-    """Keys to reconcile: deduplicated, one pass per key at a time, delayed re-adds.
-
-    Used from the event loop's thread only.
-    """
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: set[Key] = set()
-        self._active: set[Key] = set()
-        self._dirty: set[Key] = set()
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-
-    def add(self, key: Key, delay: float = 0.0) -> None:
-        if delay > 0:
-            loop = asyncio.get_running_loop()
-            timer = self._timers.get(key)
-            due = loop.time() + delay
-            if timer is not None and not timer.cancelled() and timer.when() <= due:
-                return  # an earlier pass is already scheduled
-            if timer is not None:
-                timer.cancel()
-            self._timers[key] = loop.call_at(due, self._fire, key)
-            return
-        if key in self._active:
-            self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
-
-    def _fire(self, key: Key) -> None:
-        self._timers.pop(key, None)
-        self.add(key)
-
-    def forget(self, key: Key) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-        self._dirty.discard(key)
-
-    async def get(self) -> Key:
-        key = await self._queue.get()
-        self._queued.discard(key)
-        self._active.add(key)
-        return key
-
-    def done(self, key: Key) -> None:
-        self._active.discard(key)
-        if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
-
-    def __len__(self) -> int:
-        return self._queue.qsize()
 
 
 def _older(body: Mapping[str, Any], than: Mapping[str, Any] | None) -> bool:
