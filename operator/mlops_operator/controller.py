@@ -191,8 +191,11 @@ class Pass:
 
 def _older(body: Mapping[str, Any], than: Mapping[str, Any] | None) -> bool:
     """Whether ``body`` is an older version of the same object (same uid) than ``than``."""
-    return than is not None and _rv(than) > _rv(body) and (
-        (than.get("metadata") or {}).get("uid") == (body.get("metadata") or {}).get("uid"))
+    return than is not None and _rv(than) > _rv(body) and _uid(than) == _uid(body)
+
+
+def _uid(body: Mapping[str, Any]) -> Any:
+    return (body.get("metadata") or {}).get("uid")
 
 
 def _rv(body: Mapping[str, Any]) -> int:
@@ -280,8 +283,11 @@ class Controller:
             if self.forget is not None:
                 self.forget(key)
             return
-        if _older(body, than=self.cache.get(key)):
+        cached = self.cache.get(key)
+        if _older(body, than=cached):
             return  # older than what our own status write returned
+        if cached is not None and _rv(cached) == _rv(body) and _uid(cached) == _uid(body):
+            return  # a version already queued once: the relist after a 410 or a reconnect
         self.cache[key] = body
         if self._own_writes.get(key) == _rv(body):
             return  # the echo of this controller's own status patch

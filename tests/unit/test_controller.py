@@ -251,3 +251,30 @@ def test_no_kopf_handler_needs_a_diff_base() -> None:
     storage = NoDiffBase()
     assert storage.fetch(body={"spec": {"a": 1}}) is None
     assert storage.build(body={"spec": {"a": 1}}) == {}
+
+
+async def test_a_relisted_version_is_not_queued_again_and_a_new_one_is() -> None:
+    """kopf lists everything again after a 410 (kopf #585's reconnects): a version the
+    controller has queued once brings no second pass; a newer one, or a new object under the
+    same name (another uid), does."""
+    ctl = Controller("Thing", "things", lambda p: None)
+    await ctl.start(workers=1)
+    try:
+        queue = ctl._queue
+        assert queue is not None
+        ctl.observe("ADDED", body("a"))
+        assert len(queue) == 1
+        queue.done(await queue.get())
+        ctl.observe("MODIFIED", body("a"))  # the same resourceVersion, listed again
+        assert len(queue) == 0
+        newer = body("a")
+        newer["metadata"]["resourceVersion"] = "2"
+        ctl.observe("MODIFIED", newer)
+        assert len(queue) == 1
+        queue.done(await queue.get())
+        recreated = body("a")
+        recreated["metadata"].update(uid="uid-a-2", resourceVersion="2")
+        ctl.observe("ADDED", recreated)
+        assert len(queue) == 1
+    finally:
+        await ctl.stop()
