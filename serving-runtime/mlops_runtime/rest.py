@@ -80,9 +80,23 @@ def create_app(settings: RuntimeSettings | None = None, plane: DataPlane | None 
     app.include_router(_inference_routes(plane, settings.max_request_bytes))
     app.include_router(_metrics_routes(plane))
     if settings.infer_fast_path:
-        app.add_middleware(InferFastPath, plane=plane, limit=settings.max_request_bytes)
+        _infer_first(app, plane, settings.max_request_bytes)
     _publish_schemas(app, [protocol.InferenceRequest, protocol.PredictRequest])
     return app
+
+
+def _infer_first(app: FastAPI, plane: DataPlane, limit: int) -> None:
+    """Put :class:`InferFastPath` in front of FastAPI's own middleware, not behind it (where
+    ``add_middleware`` would): ServerErrorMiddleware, FastAPI's exception telemetry and body limit
+    wrap every request and its ``send``, which cost an infer request more than its codec
+    (py-spy, 64 connections). The fast path limits the body and answers its own errors; every
+    other request goes through the full stack as before."""
+    build = app.build_middleware_stack
+
+    def build_with_fast_path() -> Any:
+        return InferFastPath(build(), plane=plane, limit=limit)
+
+    app.build_middleware_stack = build_with_fast_path  # type: ignore[method-assign]
 
 
 def _lifespan(plane: DataPlane) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager]:

@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from mlops_runtime.dataplane import DataPlane
+from mlops_runtime.fastpath import InferFastPath
 from mlops_runtime.rest import create_app
 from mlops_runtime.settings import RuntimeSettings
 
@@ -60,8 +61,15 @@ class ModelServer:
         self.settings = settings
         self.plane = plane or DataPlane(settings)
         self.app = create_app(settings, self.plane)
-        self.http = uvicorn.Server(_config(self.app, settings.host, settings.port,
-                                           settings.log_level, settings.graceful_shutdown_s))  # fmt: skip
+        # infer requests skip FastAPI.__call__ too (the app's own stack has the fast path for
+        # other ASGI servers and test clients); no X-Forwarded-* rewriting: nothing here reads
+        # the client's address (no access log)
+        asgi: Any = self.app
+        if settings.infer_fast_path:
+            asgi = InferFastPath(self.app, plane=self.plane, limit=settings.max_request_bytes)
+        self.http = uvicorn.Server(_config(asgi, settings.host, settings.port,
+                                           settings.log_level, settings.graceful_shutdown_s,
+                                           proxy_headers=False))  # fmt: skip
         self.grpc: Any = None
 
     @property
