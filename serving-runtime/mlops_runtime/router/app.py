@@ -96,6 +96,8 @@ class Router:
         self._rediscovery: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._mirror_tasks: set[asyncio.Task[None]] = set()
+        #: upstreams with a ``mlops_router_variant_endpoints`` series (removed with the upstream)
+        self._endpoint_series: set[str] = set()
 
     # -- config and discovery -----------------------------------------------------------------
 
@@ -109,6 +111,9 @@ class Router:
         self.metrics.weight.clear()
         for v in config.variants:
             self.metrics.weight.labels(v.name).set(v.weight)
+        for gone in self._endpoint_series - {u.name for u in self.state.upstreams()}:
+            self.metrics.endpoints.remove(gone)  # a canary promoted or aborted: no stale series
+            self._endpoint_series.discard(gone)
         self.metrics.reloads.labels("ok").inc()
         log.info("router config applied: weights %s, sticky header %s, mirror %s",
                  config.weights, config.sticky_header,
@@ -161,6 +166,7 @@ class Router:
             if upstream.service is not None:
                 targets.set(urls)
             self.metrics.endpoints.labels(upstream.name).set(len(targets.urls))
+            self._endpoint_series.add(upstream.name)
 
     async def _every(self, seconds: float, step: Callable[[], Awaitable[Any]]) -> None:
         while True:

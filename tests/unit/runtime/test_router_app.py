@@ -352,3 +352,20 @@ async def test_when_every_known_endpoint_is_gone_the_router_rediscovers_before_f
             assert status == 200 and len(new.bodies) == 1 and Discovery.calls >= 2
         finally:
             await router.shutdown()
+
+
+async def test_a_removed_variant_leaves_no_endpoint_series(tmp_path: Path, scrape) -> None:  # noqa: ANN001
+    """A canary promoted or aborted takes its ``mlops_router_variant_endpoints`` series with it
+    (a stale "1 endpoint" would outlive the variant on every dashboard)."""
+    async with serving(Upstream("a")) as a, serving(Upstream("b")) as b:
+        cfg = tmp_path / "r.json"
+        write_config(cfg, {"a": 1, "b": 1}, {"a": a, "b": b})
+        async with router_for(cfg) as router:
+            await router.discover_once()
+            before = scrape((await call(router, "/metrics"))[2].decode())
+            assert before.value("mlops_router_variant_endpoints", {"variant": "b"}) == 1
+            write_config(cfg, {"a": 1}, {"a": a})
+            assert await router.reload_once()
+            after = scrape((await call(router, "/metrics"))[2].decode())
+            assert after.value("mlops_router_variant_endpoints", {"variant": "a"}) == 1
+            assert after.value("mlops_router_variant_endpoints", {"variant": "b"}) is None
