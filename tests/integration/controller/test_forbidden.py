@@ -119,9 +119,14 @@ def test_a_missing_verb_is_a_condition_naming_it_and_a_slow_retry(
             if {k: rule[k] for k in JOBS_RULE} == JOBS_RULE:
                 rule["verbs"].append("create")
         cluster.kubectl("apply", "-f", "-", input=json.dumps(role))
-        poll("the Job created after the grant", lambda: (tr().get("status") or {}).get("jobName"),
-             timeout=60, interval=0.5)
-        assert ready().get("reason") != "Forbidden", ready()
+        # status.jobName is recorded before the create, so it says nothing here: wait for the
+        # Job itself, then for the pass that created it to move the condition on
+        poll("the Job created after the grant", lambda: json.loads(cluster.kubectl(
+            "get", "jobs", "-n", namespace, "-o", "json").stdout)["items"], timeout=60,
+             interval=0.5)
+        poll("Ready no longer Forbidden", lambda: ready().get("reason") != "Forbidden",
+             timeout=30, interval=0.5)
+        assert (tr().get("status") or {}).get("jobName") == f"{name}-train"
         events = json.loads(cluster.kubectl(
             "get", "events", "-n", namespace, "--field-selector",
             f"involvedObject.name={name},reason=Forbidden", "-o", "json").stdout)["items"]

@@ -96,11 +96,9 @@ def test_mlflow_unreachable_waits_with_a_condition_and_no_job(
         mlflow_server.start()
 
     # once MLflow is back, the retry creates the run and only then the Job
-    tr = poll(
-        "run and Job after MLflow is back",
-        lambda: (t := kube.tr("waits")).get("status", {}).get("jobName") and t,
-        timeout=90,
-    )
+    poll("the Job after MLflow is back", lambda: kube.get("jobs"), timeout=90)
+    tr = kube.tr("waits")  # the Job's name was recorded with the run id, before the Job
+    assert tr["status"]["jobName"] == "waits-train"
     assert condition(tr, "MLflowReachable")["status"] == "True"
     (run,) = runs_of(mlflow_client, namespace, "waits")
     assert run.info.run_id == tr["status"]["mlflowRunId"]
