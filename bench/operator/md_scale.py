@@ -31,7 +31,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from scale import CLIENT_THREADS, GROUP, VERSION, Context, CountingProxy, Operator, Stack
+from scale import (
+    CLIENT_THREADS,
+    GROUP,
+    VERSION,
+    Context,
+    CountingProxy,
+    Operator,
+    Stack,
+    wait_observed,
+)
 
 MODEL = "md-scale"
 NAMESPACE = "md-scale"
@@ -124,15 +133,7 @@ def edit_latencies(custom: Any, args: argparse.Namespace) -> list[float]:
         patched = custom.patch_namespaced_custom_object(
             GROUP, VERSION, NAMESPACE, "modeldeployments", name,
             {"spec": {"variants": variants(80 + i % 10)}})
-        generation = patched["metadata"]["generation"]
-        while True:
-            obj = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE,
-                                                      "modeldeployments", name)
-            if (obj.get("status") or {}).get("observedGeneration") == generation:
-                break
-            if time.perf_counter() - t0 > 120:
-                raise SystemExit(f"edit of {name} not observed after 120 s")
-            time.sleep(0.02)
+        wait_observed(custom, NAMESPACE, "modeldeployments", patched, t0)
         out.append(time.perf_counter() - t0)
         time.sleep(0.5)
     return out

@@ -391,18 +391,23 @@ def edit_latencies(custom: Any, namespace: str, pairs: list[tuple[str, str]],
         t0 = time.perf_counter()
         patched = custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, "modelversions", name, {"spec": {"tags": {"edit": str(i)}}})
-        generation = patched["metadata"]["generation"]
-        while True:
-            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modelversions",
-                                                      name)
-            if (obj.get("status") or {}).get("observedGeneration") == generation:
-                break
-            if time.perf_counter() - t0 > 120:
-                raise SystemExit(f"edit of {name} not observed after 120 s")
-            time.sleep(0.02)
+        wait_observed(custom, namespace, "modelversions", patched, t0)
         out.append(time.perf_counter() - t0)
         time.sleep(0.5)
     return out
+
+
+def wait_observed(custom: Any, namespace: str, plural: str, patched: dict[str, Any],
+                  t0: float) -> None:
+    """Until the object's ``status.observedGeneration`` reaches the patch's generation."""
+    name, generation = patched["metadata"]["name"], patched["metadata"]["generation"]
+    while True:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        if (obj.get("status") or {}).get("observedGeneration") == generation:
+            return
+        if time.perf_counter() - t0 > 120:
+            raise SystemExit(f"edit of {name} not observed after 120 s")
+        time.sleep(0.02)
 
 
 # -- the run ----------------------------------------------------------------------------------
