@@ -284,10 +284,10 @@ class Controller:
                 self.forget(key)
             return
         cached = self.cache.get(key)
-        if _older(body, than=cached):
-            return  # older than what our own status write returned
-        if cached is not None and _rv(cached) == _rv(body) and _uid(cached) == _uid(body):
-            return  # a version already queued once: the relist after a 410 or a reconnect
+        if cached is not None and _uid(cached) == _uid(body) and _rv(body) <= _rv(cached):
+            # not newer than the cache: older than what our own status write returned, or a
+            # version queued once already (the relist after a 410 or a reconnect)
+            return
         self.cache[key] = body
         if self._own_writes.get(key) == _rv(body):
             return  # the echo of this controller's own status patch
