@@ -55,7 +55,14 @@ from prometheus_client import Counter
 from . import GROUP, VERSION, kube
 from .builders.common import MANAGED_BY, OPERATOR
 from .conditions import get_condition, set_condition
-from .kopfhooks import PEERING, QUIET, Peering, QuietSuccess, quiet  # noqa: F401 (re-exported)
+from .kopfhooks import (  # noqa: F401 (re-exported)
+    PEERING,
+    QUIET,
+    Peering,
+    QuietSuccess,
+    quiet,
+    watch_listed_namespaces,
+)
 from .metrics import RECONCILE_ERRORS
 from .settings import OperatorSettings, get_settings
 from .workqueue import Key, WorkQueue
@@ -240,6 +247,7 @@ class Controller:
         if self.children:
             quiet("kopf.objects", "Handler", f"{self.kind}-children")
         PEERING.install()
+        watch_listed_namespaces()
 
     async def _on_event(self, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         self._spawn_workers()
