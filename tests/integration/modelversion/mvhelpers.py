@@ -150,8 +150,15 @@ class MV:
         try:
             return dict(self.wait(f"{name} phase in {phases}", check, timeout))
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\nstatus: {json.dumps(self.status(name), indent=1)}") \
-                from None
+            raise AssertionError(f"{exc}\nstatus: {json.dumps(self.status(name), indent=1)}"
+                                 f"{self._operator_lines()}") from None
+
+    def _operator_lines(self, last: int = 40) -> str:
+        """The shared operator's last log lines about this namespace (for a failure message)."""
+        if self.operator is None:
+            return ""
+        lines = [ln for ln in self.operator.logs().splitlines() if self.namespace in ln]
+        return "\noperator log, this namespace:\n" + "\n".join(lines[-last:] or ["(none)"])
 
     def wait_event(self, name: str, reason: str, timeout: float = 30) -> dict[str, Any]:
         return dict(self.wait(
