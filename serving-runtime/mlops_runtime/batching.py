@@ -34,10 +34,43 @@ BatchHook = Callable[[str, np.ndarray, np.ndarray], None]
 PEAK_WINDOW_S = 0.05
 
 
+#: ``done(result, error)``: the callback of :meth:`MicroBatcher.submit_reply`
+Done = Callable[[np.ndarray | None, RuntimeServingError | None], None]
+
+
+class Reply:
+    """Where a prediction goes when it is submitted with a callback: like an asyncio future to
+    the batcher, but it calls ``done(result, error)`` at once instead of scheduling callbacks
+    for a later turn of the event loop."""
+
+    __slots__ = ("_done", "_finished")
+
+    def __init__(self, done: Done) -> None:
+        self._done = done
+        self._finished = False
+
+    def done(self) -> bool:
+        return self._finished
+
+    def set_result(self, result: np.ndarray) -> None:
+        self._finish(result, None)
+
+    def set_exception(self, error: RuntimeServingError) -> None:
+        self._finish(None, error)
+
+    def _finish(self, result: np.ndarray | None, error: RuntimeServingError | None) -> None:
+        self._finished = True
+        try:
+            self._done(result, error)
+        except Exception:  # noqa: BLE001 - one reply must not fail the rest of its batch
+            log.exception("answering a prediction failed")
+
+
 class _Item:
     __slots__ = ("method", "rows", "future")
 
-    def __init__(self, method: str, rows: np.ndarray, future: asyncio.Future[np.ndarray]) -> None:
+    def __init__(self, method: str, rows: np.ndarray,
+                 future: asyncio.Future[np.ndarray] | Reply) -> None:  # fmt: skip
         self.method = method
         self.rows = rows
         self.future = future
@@ -101,14 +134,28 @@ class MicroBatcher:
 
     async def submit(self, method: str, rows: np.ndarray) -> np.ndarray:
         """Predict ``rows`` with ``method`` as part of the next batch."""
+        return await self.submit_future(method, rows)
+
+    def submit_future(self, method: str, rows: np.ndarray) -> asyncio.Future[np.ndarray]:
+        """:meth:`submit` without the coroutine: the future of the prediction (called on the
+        event loop)."""
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._add(_Item(method, rows, future))
+        return future
+
+    def submit_reply(self, method: str, rows: np.ndarray, done: Done) -> None:
+        """:meth:`submit` for callers that answer from a callback (called on the event loop):
+        ``done(result, None)`` or ``done(None, error)`` runs as soon as the batch is predicted,
+        in the batcher's own turn of the loop."""
+        self._add(_Item(method, rows, Reply(done)))
+
+    def _add(self, item: _Item) -> None:
         if self._task is None or self._task.done():
             self._start()
         assert self._wakeup is not None
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(method, rows, future))
+        self._queue.append(item)
         self._wakeup.set()
         self._nudge()
-        return await future
 
     def _nudge(self) -> None:
         """Wake a batch that is waiting for requests (one arrived, or one left without)."""

@@ -180,13 +180,25 @@ def finish_tensor(
             f"{where}: shape {list(shape)} needs {expected} elements, data has {array.size}"
         )
     if spec.numeric:
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
+        if array.dtype.kind == "f" and not _finite(array):
             raise InvalidRequest(f"{where}: data holds NaN or infinity")
     elif array.dtype.kind != "O":
         array = array.astype(object)
     elif datatype == "BYTES":
         array = _texts(where, array)
     return array.reshape(shape)
+
+
+#: up to this many elements, the finite check runs on a Python list (numpy's ufunc set-up costs
+#: more than the check itself: 0.3 µs against 1.4 µs for one 4-feature row)
+SMALL_FINITE = 64
+
+
+def _finite(array: np.ndarray) -> bool:
+    """No NaN or infinity in a float array."""
+    if array.size <= SMALL_FINITE:
+        return all(map(math.isfinite, (array if array.ndim == 1 else array.reshape(-1)).tolist()))
+    return bool(np.isfinite(array).all())
 
 
 def _texts(where: str, array: np.ndarray) -> np.ndarray:

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from mlops_runtime import __version__, codec
-from mlops_runtime.batching import MicroBatcher
+from mlops_runtime.batching import Done, MicroBatcher
 from mlops_runtime.drift import DriftMonitor
-from mlops_runtime.errors import ModelNotFound, ModelNotReady
+from mlops_runtime.errors import ModelNotFound, ModelNotReady, RuntimeServingError
 from mlops_runtime.metrics import RuntimeMetrics
 from mlops_runtime.model import LoadedModel, ModelLoadError, load_model, parse_model_uri
 from mlops_runtime.settings import RuntimeSettings
@@ -26,6 +26,9 @@ from mlops_runtime.settings import RuntimeSettings
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "mlops-runtime"
+
+#: ``done(results, error)``: the callback of :meth:`DataPlane.submit`
+Answer = Callable[[list[np.ndarray] | None, RuntimeServingError | None], None]
 
 
 class DataPlane:
@@ -184,9 +187,51 @@ class DataPlane:
         """REST ``POST .../infer``: decode (JSON, or JSON + binary tensor data when
         ``header_length`` is given), predict through the micro-batcher, encode. Returns the body
         and the ``Inference-Header-Content-Length`` of the response (``None``: plain JSON)."""
-        model = self._served(name, version)
-        request = codec.decode_infer(body, model.spec, self._known_outputs, header_length)
+        model, request = self.decode(name, version, body, header_length)
         results = await self.predict(request)
+        return self.encode(model, request, results)
+
+    def decode(
+        self, name: str, version: str | None, body: bytes, header_length: int | None = None
+    ) -> tuple[LoadedModel, codec.DecodedRequest]:
+        """The first half of :meth:`infer`: the model that answers, and the decoded request."""
+        model = self._served(name, version)
+        return model, codec.decode_infer(body, model.spec, self._known_outputs, header_length)
+
+    def submit(self, request: codec.DecodedRequest, done: Answer) -> None:
+        """The predictions of :meth:`infer` for transports that answer from a callback instead
+        of awaiting: ``done(results, None)`` (one array per requested output) or
+        ``done(None, error)``, called once, on the event loop."""
+        outputs, rows = request.outputs, request.rows
+        if len(outputs) == 1:
+            def one(result: np.ndarray | None, error: RuntimeServingError | None) -> None:
+                done(None if error is not None else [result], error)  # type: ignore[list-item]
+
+            self.batcher.submit_reply(outputs[0], rows, one)
+            return
+        results: list[Any] = [None] * len(outputs)
+        errors: list[RuntimeServingError] = []
+        left = [len(outputs)]
+
+        def each(i: int) -> Done:
+            def reply(result: np.ndarray | None, error: RuntimeServingError | None) -> None:
+                if error is not None:
+                    errors.append(error)
+                results[i] = result
+                left[0] -= 1
+                if not left[0]:
+                    done(None if errors else results, errors[0] if errors else None)
+
+            return reply
+
+        for i, output in enumerate(outputs):
+            self.batcher.submit_reply(output, rows, each(i))
+
+    @staticmethod
+    def encode(
+        model: LoadedModel, request: codec.DecodedRequest, results: list[np.ndarray]
+    ) -> tuple[bytes, int | None]:
+        """The last half of :meth:`infer`: the response body and its JSON header length."""
         return codec.encode_infer(model.name, model.version, request, results)
 
     def served(self, name: str, version: str | None) -> LoadedModel:

@@ -18,7 +18,7 @@ from mlops_runtime.errors import RuntimeServingError, error_body
 
 log = logging.getLogger(__name__)
 
-_INTERNAL_ERROR = b'{"error":"internal server error"}'
+INTERNAL_ERROR = b'{"error":"internal server error"}'
 
 
 def response_headers(length: int, json_length: int | None) -> list[tuple[bytes, bytes]]:
@@ -75,7 +75,7 @@ class InferFastPath:
             status, payload = error_body(exc)
         except Exception:  # a bug, not the client's mistake: still an OIP error body
             log.exception("inference failed")
-            status, payload = 500, _INTERNAL_ERROR
+            status, payload = 500, INTERNAL_ERROR
         finally:
             plane.batcher.leave()
         await send({"type": "http.response.start", "status": status,

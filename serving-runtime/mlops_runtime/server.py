@@ -40,9 +40,22 @@ def _config(app: Any, host: str, port: int, log_level: str, graceful_shutdown_s:
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=graceful_shutdown_s,
-        **uvicorn_speedups(),
-        **extra,
+        **{**uvicorn_speedups(), **extra},
     )
+
+
+def _infer_protocol(plane: DataPlane, limit: int) -> Any:
+    """uvicorn's httptools protocol answering infer requests itself
+    (:mod:`mlops_runtime.infer_protocol`), or ``None`` without httptools or with a uvicorn
+    whose protocol is not where that module expects it (the ASGI fast path still answers)."""
+    if uvicorn_speedups()["http"] != "httptools":
+        return None
+    try:
+        from mlops_runtime.infer_protocol import protocol_for
+    except ImportError as exc:
+        logging.getLogger(__name__).warning("infer requests go through ASGI: %s", exc)
+        return None
+    return protocol_for(plane, limit)
 
 
 def run_asgi(
@@ -65,11 +78,15 @@ class ModelServer:
         # other ASGI servers and test clients); no X-Forwarded-* rewriting: nothing here reads
         # the client's address (no access log)
         asgi: Any = self.app
+        extra: dict[str, Any] = {}
         if settings.infer_fast_path:
             asgi = InferFastPath(self.app, plane=self.plane, limit=settings.max_request_bytes)
+            protocol = _infer_protocol(self.plane, settings.max_request_bytes)
+            if protocol is not None:  # infer requests skip the ASGI cycle as well
+                extra["http"] = protocol
         self.http = uvicorn.Server(_config(asgi, settings.host, settings.port,
                                            settings.log_level, settings.graceful_shutdown_s,
-                                           proxy_headers=False))  # fmt: skip
+                                           proxy_headers=False, **extra))  # fmt: skip
         self.grpc: Any = None
 
     @property
