@@ -43,17 +43,18 @@ class Reply:
     the batcher, but it calls ``done(result, error)`` at once instead of scheduling callbacks
     for a later turn of the event loop."""
 
-    __slots__ = ("_done", "_finished")
+    __slots__ = ("_done", "_finished", "_listed")
 
-    def __init__(self, done: Done) -> None:
+    def __init__(self, done: Done, listed: bool = False) -> None:
         self._done = done
         self._finished = False
+        self._listed = listed  # hand the result over in a one-element list
 
     def done(self) -> bool:
         return self._finished
 
     def set_result(self, result: np.ndarray) -> None:
-        self._finish(result, None)
+        self._finish([result] if self._listed else result, None)  # type: ignore[arg-type]
 
     def set_exception(self, error: RuntimeServingError) -> None:
         self._finish(None, error)
@@ -143,11 +144,11 @@ class MicroBatcher:
         self._add(_Item(method, rows, future))
         return future
 
-    def submit_reply(self, method: str, rows: np.ndarray, done: Done) -> None:
+    def submit_reply(self, method: str, rows: np.ndarray, done: Done, listed: bool = False) -> None:
         """:meth:`submit` for callers that answer from a callback (called on the event loop):
         ``done(result, None)`` or ``done(None, error)`` runs as soon as the batch is predicted,
-        in the batcher's own turn of the loop."""
-        self._add(_Item(method, rows, Reply(done)))
+        in the batcher's own turn of the loop (``listed``: ``done([result], None)``)."""
+        self._add(_Item(method, rows, Reply(done, listed)))
 
     def _add(self, item: _Item) -> None:
         if self._task is None or self._task.done():

@@ -40,13 +40,23 @@ _MAX_DIMS = 8
 
 def datatype_of(array: np.ndarray) -> str:
     """The OIP datatype of a numpy array (objects and strings are ``BYTES``)."""
-    kind = array.dtype.kind
-    if kind in "OUS":
+    found = _DATATYPE_OF.get(array.dtype)
+    if found is None:
+        found = _DATATYPE_OF[array.dtype] = _datatype_of(array.dtype)
+    return found
+
+
+def _datatype_of(dtype: np.dtype[Any]) -> str:
+    if dtype.kind in "OUS":
         return "BYTES"
-    for name, dtype in DATATYPES.items():
-        if dtype == array.dtype:
+    for name, known in DATATYPES.items():
+        if known == dtype:
             return name
-    return "FP64" if kind == "f" else "INT64"
+    return "FP64" if dtype.kind == "f" else "INT64"
+
+
+#: numpy dtype -> OIP datatype, filled as dtypes are seen (a handful per model)
+_DATATYPE_OF: dict[np.dtype[Any], str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +118,7 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
             raise InvalidRequest(f"{where}: 'shape' must hold non-negative integers, got {dim!r}")
     # a zero dimension makes the element count 0, but numpy still refuses to lay out
     # [0, 2**31, 2**40]: bound the other dimensions' product too
-    if math.prod(dim for dim in value if dim) > _MAX_ELEMENTS:
+    if math.prod(value if 0 not in value else [d for d in value if d]) > _MAX_ELEMENTS:
         raise InvalidRequest(f"{where}: shape {list(value)} is larger than any request can carry")
     return tuple(value)
 
@@ -217,7 +227,7 @@ def _tensor(
     item: Any, index: int, spec: FeatureSpec, binary: _Binary | None
 ) -> tuple[str, np.ndarray]:
     """Validate one input tensor and return (name, array reshaped to its declared shape)."""
-    where = f"inputs[{index}]"
+    where = _WHERE[index] if index < len(_WHERE) else f"inputs[{index}]"
     if not isinstance(item, dict):
         raise InvalidRequest(f"{where} must be an object")
     name = item.get("name")
@@ -245,6 +255,9 @@ def _tensor(
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidRequest(f"{where}: data does not match datatype {datatype}: {exc}") from None
     return name, finish_tensor(where, datatype, shape, array, spec)
+
+
+_WHERE = tuple(f"inputs[{i}]" for i in range(16))
 
 
 class _Binary:

@@ -204,10 +204,7 @@ class DataPlane:
         ``done(None, error)``, called once, on the event loop."""
         outputs, rows = request.outputs, request.rows
         if len(outputs) == 1:
-            def one(result: np.ndarray | None, error: RuntimeServingError | None) -> None:
-                done(None if error is not None else [result], error)  # type: ignore[list-item]
-
-            self.batcher.submit_reply(outputs[0], rows, one)
+            self.batcher.submit_reply(outputs[0], rows, done, listed=True)  # type: ignore[arg-type]
             return
         results: list[Any] = [None] * len(outputs)
         errors: list[RuntimeServingError] = []

@@ -32,6 +32,14 @@ from mlops_runtime.metrics import DISCONNECTED
 
 log = logging.getLogger(__name__)
 
+#: the headers of a plain JSON answer (what ``response_headers`` gives), formatted once
+_JSON_LENGTH = b"content-type: application/json\r\ncontent-length: %d\r\n"
+#: request targets (URL bytes) already looked at -> ``(model, version)`` or ``None``; clients
+#: use a handful, and the cache stops growing at :data:`MAX_TARGETS`
+_TARGETS: dict[bytes, tuple[str, str | None] | None] = {}
+MAX_TARGETS = 1024
+_UNKNOWN = object()
+
 
 class _NoEvent:
     """uvicorn's ``connection_lost`` sets the cycle's ``message_event``; nothing waits on it."""
@@ -74,9 +82,20 @@ class InferProtocol(HttpToolsProtocol):
     _defaults: tuple[Any, bytes] = (None, b"")
 
     # -- parser callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        """What uvicorn resets for a new request, without its ASGI scope: that is built in
+        :meth:`on_headers_complete`, and only for a request handed on to the ASGI app."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
     def on_headers_complete(self) -> None:
         target = self._infer_target()
         if target is None:
+            url, headers, expect = self.url, self.headers, self.expect_100_continue
+            super().on_message_begin()  # uvicorn's scope for this request (it resets the rest)
+            self.url, self.headers, self.expect_100_continue = url, headers, expect
+            self.scope["headers"] = headers
             super().on_headers_complete()
             return
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
@@ -97,16 +116,22 @@ class InferProtocol(HttpToolsProtocol):
             or (cycle is not None and not cycle.response_complete)  # pipelined: keep the order
             or self.expect_100_continue
             or self.flow.write_paused
-            or self.access_log
+            or self.config.access_log  # (uvicorn logs each request of its cycle)
             or self.root_path
             or self.limit_concurrency is not None
             or self.parser.should_upgrade()
         ):
             return None
-        path = httptools.parse_url(self.url).path
-        if b"%" in path or not path.isascii():
-            return None
-        return infer_target(path.decode("ascii"))
+        url = self.url
+        target = _TARGETS.get(url, _UNKNOWN)
+        if target is _UNKNOWN:
+            path = httptools.parse_url(url).path
+            target = None
+            if b"%" not in path and path.isascii():
+                target = infer_target(path.decode("ascii"))
+            if len(_TARGETS) < MAX_TARGETS:
+                _TARGETS[url] = target
+        return target  # type: ignore[return-value]
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -194,9 +219,12 @@ class InferProtocol(HttpToolsProtocol):
         if cached[0] is not defaults:
             cached = InferProtocol._defaults = (
                 defaults, b"".join(b"%s: %s\r\n" % (n, v) for n, v in defaults))
-        parts = [STATUS_LINE[status], cached[1]]
-        for name, value in response_headers(len(payload), json_length):
-            parts += (name, b": ", value, b"\r\n")
+        if json_length is None:
+            parts = [STATUS_LINE[status], cached[1], _JSON_LENGTH % len(payload)]
+        else:
+            parts = [STATUS_LINE[status], cached[1]]
+            for name, value in response_headers(len(payload), json_length):
+                parts += (name, b": ", value, b"\r\n")
         if not cycle.keep_alive:
             parts.append(b"connection: close\r\n")
         parts += (b"\r\n", payload)

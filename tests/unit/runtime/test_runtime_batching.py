@@ -140,3 +140,37 @@ async def test_without_recent_concurrency_nothing_waits() -> None:
         assert result.tolist() == [2 * i]
     assert model.calls == [1, 1, 1, 1]
     assert batcher.concurrency() == 1
+
+
+async def test_replies_share_batches_and_a_failing_reply_does_not_stop_the_others() -> None:
+    """``submit_reply``: answers come by callback, in the batcher's turn; a callback that raises
+    (a write to a gone client, say) is logged, and the rest of its batch is still answered."""
+    model = Recorder(fail_on=-1.0)
+    batcher = MicroBatcher(model, max_batch_size=64, max_wait_s=0.05)
+    got: dict[int, object] = {}
+    all_in = asyncio.get_running_loop().create_future()
+
+    def reply(i: int):  # noqa: ANN202
+        def done(result, error) -> None:  # noqa: ANN001
+            if error is not None:
+                got[i] = error
+            else:  # listed: [array]
+                got[i] = [r.tolist() for r in result] if isinstance(result, list) else result.tolist()
+            if len(got) == 12 and not all_in.done():
+                all_in.set_result(None)
+            if i == 3:
+                raise OSError("the client is gone")
+        return done
+
+    for i in range(12):
+        rows = np.full((1, 2), -1.0 if i == 5 else float(i))
+        batcher.submit_reply("predict", rows, reply(i), listed=i % 2 == 0)
+    await asyncio.wait_for(all_in, 10)
+    assert sum(model.calls) > 12 and model.calls[0] == 12  # one shared call, then the split
+    for i in range(12):
+        if i == 5:
+            assert isinstance(got[i], InvalidRequest)
+        else:
+            expected = [2.0 * i]
+            assert got[i] == ([expected] if i % 2 == 0 else expected)
+    await batcher.close()
