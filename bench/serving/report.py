@@ -6,7 +6,7 @@ from typing import Any
 
 Results = dict[tuple[str, int], dict[str, Any]]
 LABELS = {"ours": "mlops-runtime", "mlserver": "MLServer", "mlserver-batch": "MLServer+batching",
-          "floor": "transport floor"}  # fmt: skip
+          "floor": "transport floor", "floor-raw": "floor without ASGI"}  # fmt: skip
 
 
 def _ms(stats: dict[str, Any]) -> str:
@@ -24,11 +24,11 @@ def comparison(results: Results, levels: list[int], keys: list[str], unit: str) 
     mlservers = [k for k in others if k.startswith("mlserver")]
 
     def ratio_head(k: str) -> str:
-        return "ours % of floor" if k == "floor" else f"ours / {LABELS[k]}"
+        return f"ours % of {LABELS[k]}" if k.startswith("floor") else f"ours / {LABELS[k]}"
 
     def ratio(o: dict[str, Any], s: dict[str, Any], k: str) -> str:
         r = o["rps"] / s["rps"] if s["rps"] else float("inf")
-        return f"**{r:.0%}**" if k == "floor" else f"**{r:.2f}x**"
+        return f"**{r:.0%}**" if k.startswith("floor") else f"**{r:.2f}x**"
 
     lines = [
         f"| {unit} | " + " | ".join(f"{LABELS[k]} req/s" for k in keys) + " | "
@@ -67,7 +67,7 @@ def ratio_lines(results: Results, levels: list[int], keys: list[str], what: str,
             if k == "ours":
                 continue
             other = results[(k, c)]["rps"]
-            parts.append(f"ours = {o / other:.0%} of the floor" if k == "floor"
+            parts.append(f"ours = {o / other:.0%} of the {LABELS[k]}" if k.startswith("floor")
                          else f"ours/{LABELS[k]} {o / other:.2f}x")
         out.append(f"{what}, {c} {unit if c != 1 else unit.rstrip('s')}: " + ", ".join(parts))
     return out

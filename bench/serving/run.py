@@ -6,7 +6,8 @@ Parts, all against the same server processes:
 1. REST JSON, one row (wrk) at 1/16/64 connections: mlops-runtime, MLServer with adaptive
    batching off, MLServer with adaptive batching on (``max_batch_size`` 64, ``max_batch_time``
    1 ms), and the transport floor (uvicorn + uvloop + httptools answering with fixed bytes, no
-   model: ``floor_app.py``); ratios ours/each MLServer and ours as a percentage of the floor;
+   model: ``floor_app.py``) with and without uvicorn's ASGI cycle; ratios ours/each MLServer
+   and ours as a percentage of each floor;
    plus the router's added p50 at one connection;
 2. gRPC ModelInfer (ghz, one HTTP/2 connection carrying 1/16/64 concurrent streams): ours vs
    both MLServers' gRPC servers, the same request message (typed ``fp32_contents``) to all;
@@ -40,7 +41,7 @@ import report  # noqa: E402
 import servers  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-REST_KEYS = ["ours", "mlserver", "mlserver-batch", "floor"]
+REST_KEYS = ["ours", "mlserver", "mlserver-batch", "floor", "floor-raw"]
 GRPC_KEYS = ["ours", "mlserver", "mlserver-batch"]
 
 
@@ -94,9 +95,12 @@ def main() -> int:
         for key in ("ours", "mlserver", "mlserver-batch", "router"):
             loadgen.check_infer(srv[key].infer_url)
         # the floor answers with ours's exact bytes for this request
-        srv["floor"] = servers.start_floor(workdir, loadgen.infer_bytes(srv["ours"].infer_url))
-        servers.wait_ready(srv["floor"])
-        loadgen.check_infer(srv["floor"].infer_url)
+        answer = loadgen.infer_bytes(srv["ours"].infer_url)
+        srv["floor"] = servers.start_floor(workdir, answer)
+        srv["floor-raw"] = servers.start_floor(workdir, answer, asgi=False)
+        for key in ("floor", "floor-raw"):
+            servers.wait_ready(srv[key])
+            loadgen.check_infer(srv[key].infer_url)
         bodies = loadgen.write_bodies(workdir)
         loadgen.check_binary(srv["ours"].infer_url, bodies["binary"])
         for key in GRPC_KEYS:

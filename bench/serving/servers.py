@@ -174,13 +174,18 @@ def start_servers(workdir: Path, mlflow_dir: Path, joblib_path: Path,
     return servers
 
 
-def start_floor(workdir: Path, response: bytes) -> Server:
+def start_floor(workdir: Path, response: bytes, asgi: bool = True) -> Server:
+    """The transport floor (``floor``), or with ``asgi=False`` the floor without an ASGI cycle
+    (``floor-raw``)."""
     path = workdir / "floor-response.json"
     path.write_bytes(response)
     port = free_port()
+    key = "floor" if asgi else "floor-raw"
     proc = start([sys.executable, str(HERE / "floor_app.py"), "--port", str(port),
-                  "--response", str(path)], {}, workdir / "floor.log")  # fmt: skip
-    return Server("floor", "transport floor", proc, f"http://127.0.0.1:{port}")
+                  "--response", str(path), *([] if asgi else ["--no-asgi"])], {},
+                 workdir / f"{key}.log")  # fmt: skip
+    return Server(key, "transport floor" + ("" if asgi else " without ASGI"), proc,
+                  f"http://127.0.0.1:{port}")
 
 
 def optimisations(mlflow_dir: Path) -> list[str]:
@@ -206,4 +211,7 @@ def optimisations(mlflow_dir: Path) -> list[str]:
         " s) in the MLServer+batching column; gRPC on grpcio's asyncio server.",
         "* transport floor: uvicorn + uvloop + httptools, one process, a fixed response "
         "(mlops-runtime's own bytes for this request) after reading the body; no model, no codec.",
+        "* transport floor without ASGI: the same, answered from uvicorn's httptools protocol "
+        "(no ASGI scope, cycle, task or messages), as mlops-runtime answers infer requests "
+        "since `infer_protocol.py`: the stricter floor for ours.",
     ]
