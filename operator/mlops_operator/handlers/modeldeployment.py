@@ -10,7 +10,8 @@ The shape of every controller (docs/architecture.md). One pass:
    run the analysis queries against Prometheus when they are due.
 3. **Decide** the next rollout state with the pure :func:`mlops_operator.rollout.decide`.
 4. **Build and apply** every child (:func:`mlops_operator.builders.serving.build_children`,
-   server-side apply), and delete the children no longer wanted.
+   server-side apply) whose manifest changed or that changed since this process applied it
+   (its watch says so), and delete the children no longer wanted.
 5. **Status**: variants (pinned version, weight, ready), the printer columns, ``rollout``, the
    phase (Pending → Progressing → Ready / Degraded / Failed) and conditions, Events on every
    transition.
@@ -19,6 +20,8 @@ The shape of every controller (docs/architecture.md). One pass:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from typing import Any
 
 import kopf
@@ -226,6 +229,30 @@ def _rolled_out(dep: dict[str, Any] | None, version: str | None) -> bool:
 
 
 _applied: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
+#: per ModelDeployment: child ``(kind, namespace, name)`` -> (digest of the manifest this process
+#: last applied, the resourceVersion the apply returned)
+_last_apply: dict[tuple[str, str], dict[tuple[str, str, str], tuple[str, str]]] = {}
+#: the child kinds the controller watches (``CONTROLLER.children``): one of these is applied
+#: only when its manifest changed or the child did (its resourceVersion is not the one our
+#: last apply returned: edited, deleted, or its status moved); HPAs and HTTPRoutes, optional
+#: kinds that are not watched, are applied on every pass
+WATCHED_KINDS = frozenset({"Deployment", "Service", "ConfigMap", "ServiceAccount", "Role",
+                           "RoleBinding"})  # fmt: skip
+
+
+def _digest(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()  # fmt: skip
+
+
+def _unchanged(p: Pass, key: tuple[str, str, str], digest: str,
+               last: tuple[str, str] | None) -> bool:  # fmt: skip
+    """Whether the child is as this process last applied it: same manifest, and its watch shows
+    the very version that apply returned (nothing has touched it since)."""
+    if last is None or last[0] != digest or key[0] not in WATCHED_KINDS or p.controller is None:
+        return False
+    seen = p.controller.children_seen.get(key)
+    return seen is not None and (seen.get("metadata") or {}).get("resourceVersion") == last[1]
 
 
 def apply_children(p: Pass, spec: ModelDeploymentSpec, stable: dict[str, str],
@@ -240,17 +267,28 @@ def apply_children(p: Pass, spec: ModelDeploymentSpec, stable: dict[str, str],
     children = build_children(p.name, p.namespace, p.uid, spec, stable, canary,
                               tracking_uri=cfg.pod_tracking_uri,
                               default_image=cfg.runtime_image, parent_refs=refs)
+    key = (p.namespace, p.name)
+    last_apply = _last_apply.setdefault(key, {})
     for child in children:
+        child_key = (child["kind"], p.namespace, child["metadata"]["name"])
+        digest = _digest(child)
+        if _unchanged(p, child_key, digest, last_apply.get(child_key)):
+            continue  # a no-op apply saved (each costs the apiserver a full apply)
         try:
-            kube.apply(child)
+            applied = kube.apply(child)
         except Exception as exc:
+            last_apply.pop(child_key, None)
             if kube.is_status(exc, 400, 403, 404, 422):
                 raise kopf.TemporaryError(
                     f"{child['kind']} {child['metadata']['name']}: {kube.error_message(exc)}",
                     delay=p.settings.resync_seconds) from exc
             raise
+        version = (applied.get("metadata") or {}).get("resourceVersion")
+        if version:
+            last_apply[child_key] = (digest, str(version))
     names = frozenset((c["kind"], c["metadata"]["name"]) for c in children)
-    key = (p.namespace, p.name)
+    for gone in [k for k in last_apply if (k[0], k[2]) not in names]:
+        del last_apply[gone]
     if _applied.get(key) == names:
         return
     for api_version, kind in PRUNED_KINDS:
@@ -343,9 +381,13 @@ def _why_waiting(p: Pass, variant: str, dep: dict[str, Any] | None) -> str:
 def _forget(key: tuple[str, str]) -> None:
     WATCH.unfollow(f"ModelDeployment/{key[0]}/{key[1]}")
     _applied.pop(key, None)
+    _last_apply.pop(key, None)
 
 
 CONTROLLER = controller(
     "ModelDeployment", PLURAL, reconcile,
-    children=[("apps", "v1", "deployments"), (GROUP, VERSION, "trainingruns")], forget=_forget,
+    children=[("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"),
+              ("", "v1", "serviceaccounts"), ("rbac.authorization.k8s.io", "v1", "roles"),
+              ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+              (GROUP, VERSION, "trainingruns")], forget=_forget,
 )

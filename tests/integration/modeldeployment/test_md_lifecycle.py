@@ -3,6 +3,7 @@ rejected query, garbage collection."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -75,3 +76,59 @@ def test_ab_reports_analysis_per_variant_and_names_a_query_prometheus_rejects(
     st = md.wait_status("ab", measured, "a Successful round per variant", timeout=180)
     assert st["traffic"] == "champion=70 challenger=30"  # AB never moves the weights
     assert md.condition("ab", "Degraded")["status"] == "False"
+
+
+def _applies(log: str, namespace: str) -> list[str]:
+    """The operator's server-side applies (PATCH with its field manager) in one namespace."""
+    return [line for line in log.splitlines() if '"PATCH /' in line
+            and f"/namespaces/{namespace}/" in line and "fieldManager=mlops-operator" in line]
+
+
+def test_a_settled_deployment_is_not_re_applied_and_a_touched_child_is_restored(
+    node: Any, md: MD, model: tuple[str, str, str], kubectl: Any, namespace: str,
+    operator: Any,
+) -> None:
+    """Passes of a settled ModelDeployment send no apply while nothing changed (before, each
+    pass applied all ten children); a child someone edits or deletes is put back at once (its
+    watch wakes the pass)."""
+    name, v1, _ = model
+    md.apply(manifest("quiet", name, "builtin", weights=(100, 0)))
+    md.wait_status("quiet", lambda s: s.get("phase") == "Ready", "Ready", timeout=240)
+    assert _applies(operator.logs(), namespace)  # the children were applied once
+
+    def passes() -> int:
+        return operator.logs().count(f"ModelDeployment {namespace}/quiet: pass at")
+
+    def versions() -> dict[str, str]:
+        return {d["metadata"]["name"]: d["metadata"]["resourceVersion"]
+                for d in md.get("deployments", selector="mlops.dev/deployment=quiet")}
+
+    deployments, before = versions(), len(_applies(operator.logs(), namespace))
+    for i in range(3):  # a metadata edit wakes a pass that has nothing to change
+        start = passes()
+        kubectl("annotate", "modeldeployment", "quiet", "-n", namespace, f"touch={i}",
+                "--overwrite")
+        md.wait(f"pass {i + 1}", lambda start=start: passes() > start, timeout=30)
+    moved = {n for n, v in versions().items() if deployments.get(n) != v}
+    applied = [line for line in _applies(operator.logs(), namespace)[before:]
+               if not any(f"/deployments/{n}?" in line for n in moved)]
+    assert applied == [], f"a settled ModelDeployment's passes applied children: {applied}"
+    # drift is repaired: an edited ConfigMap and a deleted Service come back as applied
+    [config] = md.get("configmaps", selector="mlops.dev/deployment=quiet")
+    cm = config["metadata"]["name"]
+    [key] = config["data"]
+    kubectl("patch", "configmap", cm, "-n", namespace, "--type=merge",
+            "-p", json.dumps({"data": {key: "variants: []\n"}}))
+    services = md.get("services", selector="mlops.dev/deployment=quiet")
+    gone = services[0]["metadata"]["name"]
+    kubectl("delete", "service", gone, "-n", namespace)
+
+    def repaired() -> bool:
+        data = md.get("configmaps", selector="mlops.dev/deployment=quiet")[0]["data"]
+        names = {s["metadata"]["name"] for s in
+                 md.get("services", selector="mlops.dev/deployment=quiet")}
+        return data == config["data"] and gone in names
+
+    md.wait("the ConfigMap restored and the Service re-created", repaired, timeout=30)
+    url = md.router_url("quiet")
+    assert set(send(url, name, 20)) == {v1}
