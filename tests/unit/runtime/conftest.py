@@ -261,6 +261,40 @@ def make_echo() -> Callable[..., Any]:
     return echo_model
 
 
+@pytest.fixture
+def held_echo() -> tuple[Any, Any]:
+    """``(model, release)``: an echo model whose ``predict`` waits until ``release`` (a
+    ``threading.Event``) is set; serve it with ``inline_predict_max_rows=0`` so that it waits in
+    the predict thread, not on the event loop."""
+    import threading
+
+    model = echo_model()
+    release = threading.Event()
+
+    def held(rows: np.ndarray) -> np.ndarray:
+        release.wait(10)
+        return rows
+
+    model.methods["predict"] = held
+    return model, release
+
+
+def _refuses(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.fixture
+def refuses() -> Callable[[int], bool]:
+    """``refuses(port)``: whether the loopback ``port`` refuses connections (listener closed)."""
+    return _refuses
+
+
 # -- any ASGI app (the router) under uvicorn on loopback, in a thread --------------------------
 
 

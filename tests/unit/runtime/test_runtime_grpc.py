@@ -241,20 +241,12 @@ def test_grpc_port_setting(start_server, make_echo, monkeypatch) -> None:  # noq
         assert r.status == 200
 
 
-def test_shutdown_drains_an_in_flight_grpc_call(start_server, make_echo) -> None:  # noqa: ANN001
-    import socket
+def test_shutdown_drains_an_in_flight_grpc_call(start_server, held_echo, refuses) -> None:  # noqa: ANN001
     import threading
 
     from mlops_localstack.cluster import poll
 
-    model = make_echo()
-    release = threading.Event()
-
-    def slow(rows: np.ndarray) -> np.ndarray:  # runs in a worker thread (inline max 0 rows)
-        release.wait(10)
-        return rows
-
-    model.methods["predict"] = slow
+    model, release = held_echo
     server = start_server(model, inline_predict_max_rows=0, graceful_shutdown_s=10.0)
     outcome: dict[str, object] = {}
 
@@ -274,14 +266,8 @@ def test_shutdown_drains_an_in_flight_grpc_call(start_server, make_echo) -> None
     server.server.exit()  # like SIGTERM
     port = int(server.grpc.rsplit(":", 1)[1])
 
-    def refusing() -> bool:  # the listener is closed once grpc's graceful stop has begun
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except ConnectionRefusedError:
-            return True
-        return False
-
-    poll("the gRPC listener to close", refusing, timeout=10, interval=0.01)
+    # the listener is closed once grpc's graceful stop has begun
+    poll("the gRPC listener to close", lambda: refuses(port), timeout=10, interval=0.01)
     with grpc.insecure_channel(server.grpc) as late:  # new calls are refused while draining
         assert code_of(late, "ServerLive", pb.ServerLiveRequest())[0] == (
             grpc.StatusCode.UNAVAILABLE

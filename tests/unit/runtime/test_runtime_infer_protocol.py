@@ -225,19 +225,11 @@ def test_a_client_that_leaves_before_its_answer_does_not_disturb_others(servers)
     poll("all 21 infer requests counted", counted, timeout=15, interval=0.05)
 
 
-def test_shutdown_answers_an_in_flight_infer_request_then_closes(start_server, make_echo) -> None:  # noqa: ANN001
+def test_shutdown_answers_an_in_flight_infer_request_then_closes(start_server, held_echo,  # noqa: ANN001
+                                                                  refuses) -> None:  # noqa: ANN001
     """SIGTERM while a request is being predicted: it is answered (``connection: close``),
     then the server stops; no new connection is taken meanwhile."""
-    import threading
-
-    model = make_echo()
-    release = threading.Event()
-
-    def slow(rows: np.ndarray) -> np.ndarray:  # runs in the predict thread (inline max 0 rows)
-        release.wait(10)
-        return rows
-
-    model.methods["predict"] = slow
+    model, release = held_echo
     server = start_server(model, inline_predict_max_rows=0, graceful_shutdown_s=10.0,
                           grpc_port=0)  # fmt: skip
     assert issubclass(server.server.http.config.http_protocol_class, InferProtocol)
@@ -248,15 +240,7 @@ def test_shutdown_answers_an_in_flight_infer_request_then_closes(start_server, m
     poll("the request to be in flight", lambda: server.plane.batcher.in_flight == 1,
          timeout=10, interval=0.01)  # fmt: skip
     server.server.exit()  # like SIGTERM
-
-    def refusing() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except ConnectionRefusedError:
-            return True
-        return False
-
-    poll("the listener to close", refusing, timeout=10, interval=0.01)
+    poll("the listener to close", lambda: refuses(port), timeout=10, interval=0.01)
     assert server.thread.is_alive()  # still draining the request
     release.set()
     status, headers, body = conn.response()
