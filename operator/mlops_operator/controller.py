@@ -181,6 +181,14 @@ class Pass:
         if self.controller is not None and self.status.changes:
             self.controller.write_now(self)
 
+    def ensure_active(self) -> None:
+        """End the pass (:class:`Waiting`, nothing written) if kopf has paused this replica
+        since the pass began: during an HA handover the replica that takes over runs the same
+        object, so the paused one must not go on to create anything."""
+        if self.controller is not None and PEERING.paused():
+            self.status.changes = {}
+            raise Waiting("kopf paused this replica")
+
     def child(self, kind: str, name: str) -> dict[str, Any] | None:
         """A child of this object (same namespace) as its watch last saw it, or None (not seen:
         not created yet, deleted, or the watch has not listed it yet — ask the API then)."""

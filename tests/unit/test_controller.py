@@ -275,3 +275,27 @@ async def test_a_relisted_version_is_not_queued_again_and_a_new_one_is() -> None
         assert len(queue) == 1
     finally:
         await ctl.stop()
+
+
+async def test_a_pass_of_a_replica_paused_meanwhile_stops_before_creating_anything() -> None:
+    """HA handover: kopf pauses this replica while one of its passes runs; the pass ends at its
+    next ``ensure_active`` (before an MLflow run or a Job is created) and writes nothing."""
+    from mlops_operator.controller import Waiting
+
+    ctl = Controller("Thing", "things", lambda p: None)
+    await ctl.start(1)
+    paused = Toggle(False, name="peering@ns")
+    PEERING.watch(paused)
+    try:
+        p = Pass(body("a"), Status(body("a")), OperatorSettings(), logging.getLogger(),  # type: ignore[arg-type]
+                 controller=ctl)
+        p.status.set(phase="Pending")
+        p.ensure_active()  # active: goes on
+        assert p.status.changes
+        await paused.turn_to(True)
+        with pytest.raises(Waiting):
+            p.ensure_active()
+        assert p.status.changes == {}
+    finally:
+        await paused.turn_to(False)
+        await ctl.stop()

@@ -157,6 +157,7 @@ def record_run(p: Pass, spec: TrainingRunSpec) -> str:
             client = _client()
             exp_id = ensure_experiment(client, experiment)
             tags = run_tags(p.namespace, p.name, p.uid, spec)
+            p.ensure_active()  # a replica kopf has just paused creates nothing (HA handover)
             run, created = tracking.ensure_run(client, exp_id, p.uid, p.name, tags, spec.params)
     except kopf.TemporaryError as exc:
         message = f"{exc}; retrying, no Job is created until the MLflow run exists"
@@ -179,7 +180,9 @@ def record_run(p: Pass, spec: TrainingRunSpec) -> str:
     if spec.dataset is not None:
         st.set(dataset={"uri": spec.dataset.uri,
                         **({"version": spec.dataset.version} if spec.dataset.version else {})})
-    kopf.info(p.body, reason="RunCreated", message=f"MLflow run {run_id} in experiment {experiment}")
+    if created:  # found (made by an earlier pass, or by another replica): announced already
+        kopf.info(p.body, reason="RunCreated",
+                  message=f"MLflow run {run_id} in experiment {experiment}")
     return str(run_id)
 
 
@@ -205,6 +208,7 @@ def ensure_job(p: Pass, spec: TrainingRunSpec, run_id: str) -> tuple[dict[str, A
             _show(p.status, "Pending", "JobPending", WAITING)
             p.flush()
             failpoint("before-job-created", p.key)
+        p.ensure_active()
         job, created = _create_job(p, manifest, run_id)
     p.saw_child(job)
     if not kube.owned_by(job, p.uid):
