@@ -118,7 +118,10 @@ def test_liveness_failure_restarts_the_container(kube: Any, local_node: Any) -> 
     cs = kube.wait_for("a liveness restart", restarted)
     assert "Liveness probe failed" in cs.last_state.terminated.message
     assert cs.last_state.terminated.exit_code in (137, 143)
-    assert local_node.logs(kube.namespace, "sick").count("up") >= 2
+    # the status records the restart when the new process is started; its first line may come
+    # a moment later (Python's start-up)
+    kube.wait_for("the restarted container's output",
+                  lambda: local_node.logs(kube.namespace, "sick").count("up") >= 2, timeout=30)
 
 
 def test_deleting_a_pod_kills_its_process_tree(kube: Any, local_node: Any, alive: Any) -> None:
