@@ -135,14 +135,9 @@ class MicroBatcher:
 
     async def submit(self, method: str, rows: np.ndarray) -> np.ndarray:
         """Predict ``rows`` with ``method`` as part of the next batch."""
-        return await self.submit_future(method, rows)
-
-    def submit_future(self, method: str, rows: np.ndarray) -> asyncio.Future[np.ndarray]:
-        """:meth:`submit` without the coroutine: the future of the prediction (called on the
-        event loop)."""
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._add(_Item(method, rows, future))
-        return future
+        return await future
 
     def submit_reply(self, method: str, rows: np.ndarray, done: Done, listed: bool = False) -> None:
         """:meth:`submit` for callers that answer from a callback (called on the event loop):

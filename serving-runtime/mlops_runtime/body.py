@@ -15,6 +15,18 @@ from mlops_runtime.errors import ClientDisconnected, InvalidRequest, PayloadTooL
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
+def check_length(headers: Iterable[tuple[bytes, bytes]], limit: int) -> None:
+    """Refuse a body by its ``Content-Length`` before reading it: :class:`InvalidRequest` (400)
+    when malformed, :class:`PayloadTooLarge` (413) above ``limit`` bytes."""
+    for name, value in headers:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise InvalidRequest("invalid Content-Length")
+            if int(value) > limit:
+                raise PayloadTooLarge(limit)
+            return
+
+
 async def read_body(headers: Iterable[tuple[bytes, bytes]], receive: Receive, limit: int) -> bytes:
     """The whole body of an ASGI HTTP request.
 
@@ -22,13 +34,7 @@ async def read_body(headers: Iterable[tuple[bytes, bytes]], receive: Receive, li
     on a malformed ``Content-Length`` and :class:`ClientDisconnected` (499) when the client
     disconnects mid-body.
     """
-    for name, value in headers:
-        if name == b"content-length":
-            if not value.isdigit():
-                raise InvalidRequest("invalid Content-Length")
-            if int(value) > limit:
-                raise PayloadTooLarge(limit)
-            break
+    check_length(headers, limit)
     chunks: list[bytes] = []
     size = 0
     while True:

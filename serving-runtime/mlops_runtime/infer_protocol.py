@@ -24,9 +24,10 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from mlops_runtime.body import check_length
 from mlops_runtime.codec import header_length
 from mlops_runtime.dataplane import DataPlane
-from mlops_runtime.errors import InvalidRequest, PayloadTooLarge, RuntimeServingError, error_body
+from mlops_runtime.errors import PayloadTooLarge, RuntimeServingError, error_body
 from mlops_runtime.fastpath import INTERNAL_ERROR, infer_target, response_headers
 from mlops_runtime.metrics import DISCONNECTED
 
@@ -100,13 +101,10 @@ class InferProtocol(HttpToolsProtocol):
             return
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         cycle = self.cycle = InferCycle(target, self.headers, keep_alive)  # type: ignore[assignment]
-        for name, value in self.headers:  # refuse an announced oversize body before reading it
-            if name == b"content-length":
-                if not value.isdigit():
-                    self._respond_error(cycle, InvalidRequest("invalid Content-Length"))
-                elif int(value) > self.limit:
-                    self._respond_error(cycle, PayloadTooLarge(self.limit))
-                break
+        try:  # refuse an announced oversize body before reading it
+            check_length(self.headers, self.limit)
+        except RuntimeServingError as exc:
+            self._respond_error(cycle, exc)
 
     def _infer_target(self) -> tuple[str, str | None] | None:
         """The model and version of a request this protocol answers itself, else ``None``."""
