@@ -232,12 +232,6 @@ _applied: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
 #: per ModelDeployment: child ``(kind, namespace, name)`` -> (digest of the manifest this process
 #: last applied, the resourceVersion the apply returned)
 _last_apply: dict[tuple[str, str], dict[tuple[str, str, str], tuple[str, str]]] = {}
-#: the child kinds the controller watches (``CONTROLLER.children``): one of these is applied
-#: only when its manifest changed or the child did (its resourceVersion is not the one our
-#: last apply returned: edited, deleted, or its status moved); HPAs and HTTPRoutes, optional
-#: kinds that are not watched, are applied on every pass
-WATCHED_KINDS = frozenset({"Deployment", "Service", "ConfigMap", "ServiceAccount", "Role",
-                           "RoleBinding"})  # fmt: skip
 
 
 def _digest(manifest: dict[str, Any]) -> str:
@@ -248,8 +242,10 @@ def _digest(manifest: dict[str, Any]) -> str:
 def _unchanged(p: Pass, key: tuple[str, str, str], digest: str,
                last: tuple[str, str] | None) -> bool:  # fmt: skip
     """Whether the child is as this process last applied it: same manifest, and its watch shows
-    the very version that apply returned (nothing has touched it since)."""
-    if last is None or last[0] != digest or key[0] not in WATCHED_KINDS or p.controller is None:
+    the very version that apply returned (nothing has touched it since: not edited, deleted, nor
+    its status moved). Only the kinds in ``CONTROLLER.children`` are watched; the others (HPAs,
+    HTTPRoutes: optional kinds) are never seen here, so they are applied on every pass."""
+    if last is None or last[0] != digest or p.controller is None:
         return False
     seen = p.controller.children_seen.get(key)
     return seen is not None and (seen.get("metadata") or {}).get("resourceVersion") == last[1]
