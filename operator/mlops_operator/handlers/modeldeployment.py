@@ -96,7 +96,7 @@ def reconcile(p: Pass) -> None:
     if ro and not decision.rollout and ro.get("state") == "Promoting":
         started = parse_ts(ro.get("stepStarted"))
         observe_stage("deployment", "success", (now - started).total_seconds() if started else 0)
-    apply_children(p, spec, decision.stable, decision.canary)
+    problems.update(apply_children(p, spec, decision.stable, decision.canary))
     phase = write_status(p, spec, decision, deployments, problems)
     wake = next_wakeup(spec, decision.rollout, now)
     if wake is not None:
@@ -251,22 +251,42 @@ def _unchanged(p: Pass, key: tuple[str, str, str], digest: str,
     return seen is not None and (seen.get("metadata") or {}).get("resourceVersion") == last[1]
 
 
+def _refused(exc: BaseException) -> bool:
+    """The API server answered an apply with a refusal that names its reason: bad input (400,
+    404, 409, 422), admission or a quota (403 that is not RBAC: RBAC raised
+    :class:`kube.Forbidden` already) or its own failure to admit it (500, e.g. "failed to
+    allocate a serviceIP: range is full"; a failing webhook). It is reported on the
+    ModelDeployment. An apiserver that is away, overloaded or restarting (no answer,
+    429/502/503/504) is not: the pass retries with the controller's backoff."""
+    return kube.is_status(exc, 400, 403, 404, 409, 422, 500)
+
+
 def apply_children(p: Pass, spec: ModelDeploymentSpec, stable: dict[str, str],
-                   canary: tuple[str, str, int] | None) -> None:
+                   canary: tuple[str, str, int] | None) -> dict[str, str]:
+    """Apply the children that need it and prune those no longer wanted; the refused ones
+    (``apply/<kind>/<name>`` → the API server's message) are left for the status to report,
+    while the others are still applied."""
     cfg = p.settings
     refs_text = (p.meta.get("annotations") or {}).get(PARENT_REFS_ANNOTATION) or (
         cfg.gateway_parent_refs)
     try:
         refs = parse_parent_refs(refs_text) if refs_text else []
     except ValueError as exc:
-        raise kopf.PermanentError(f"{PARENT_REFS_ANNOTATION}: {exc}") from exc
+        message = f"{PARENT_REFS_ANNOTATION}: {exc}"
+        if p.status.cond("Ready", False, "InvalidParentRefs", message):
+            kopf.warn(p.body, reason="InvalidParentRefs", message=message[:1024])
+        p.status.set(phase="Failed", message=message[:1024])
+        p.status.observed()
+        raise kopf.PermanentError(message) from exc
     children = build_children(p.name, p.namespace, p.uid, spec, stable, canary,
                               tracking_uri=cfg.pod_tracking_uri,
                               default_image=cfg.runtime_image, parent_refs=refs)
     key = (p.namespace, p.name)
     last_apply = _last_apply.setdefault(key, {})
+    refused: dict[str, str] = {}
     for child in children:
-        child_key = (child["kind"], p.namespace, child["metadata"]["name"])
+        kind, name = child["kind"], child["metadata"]["name"]
+        child_key = (kind, p.namespace, name)
         digest = _digest(child)
         if _unchanged(p, child_key, digest, last_apply.get(child_key)):
             continue  # a no-op apply saved (each costs the apiserver a full apply)
@@ -274,11 +294,11 @@ def apply_children(p: Pass, spec: ModelDeploymentSpec, stable: dict[str, str],
             applied = kube.apply(child)
         except Exception as exc:
             last_apply.pop(child_key, None)
-            if kube.is_status(exc, 400, 403, 404, 422):
-                raise kopf.TemporaryError(
-                    f"{child['kind']} {child['metadata']['name']}: {kube.error_message(exc)}",
-                    delay=p.settings.resync_seconds) from exc
-            raise
+            if isinstance(exc, kube.Forbidden) or not _refused(exc):
+                raise
+            refused[f"apply/{kind}/{name}"] = f"{kind} {name}: {kube.error_message(exc)}"
+            p.logger.warning("%s %s refused: %s", kind, name, kube.error_message(exc))
+            continue
         version = (applied.get("metadata") or {}).get("resourceVersion")
         if version:
             last_apply[child_key] = (digest, str(version))
@@ -286,13 +306,14 @@ def apply_children(p: Pass, spec: ModelDeploymentSpec, stable: dict[str, str],
     for gone in [k for k in last_apply if (k[0], k[2]) not in names]:
         del last_apply[gone]
     if _applied.get(key) == names:
-        return
+        return refused
     for api_version, kind in PRUNED_KINDS:
         for obj in _owned(p, api_version, kind):
             if (kind, obj["metadata"]["name"]) not in names:
                 kube.delete(api_version, kind, p.namespace, obj["metadata"]["name"])
                 p.logger.info("deleted %s %s", kind, obj["metadata"]["name"])
     _applied[key] = names
+    return refused
 
 
 def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
@@ -340,9 +361,7 @@ def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
     if problems or aborted:
         message = "; ".join([*problems.values(), *([ro.get("message")] if aborted else [])])
         phase = "Degraded" if any(v.get("version") for v in variants) else "Pending"
-        reason = "RolloutAborted" if aborted else (
-            "VariantsUnresolved" if any(not k.startswith("analysis/") for k in problems)
-            else "AnalysisQueryRejected")
+        reason = "RolloutAborted" if aborted else _problem_reason(problems)
         if st.cond("Degraded", True, reason, message):
             kopf.warn(p.body, reason="Degraded", message=message[:1024])
     else:
@@ -355,6 +374,16 @@ def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
             p.body, reason=phase, message=(message or phase)[:1024])
     st.set(phase=phase, message=message[:1024])
     return phase
+
+
+def _problem_reason(problems: dict[str, str]) -> str:
+    """The Degraded reason for what went wrong, the most fundamental first: a variant that does
+    not resolve, a child the API server refused, an analysis query Prometheus rejected."""
+    if any("/" not in k for k in problems):  # keyed by variant name
+        return "VariantsUnresolved"
+    if any(k.startswith("apply/") for k in problems):
+        return "ApplyRefused"
+    return "AnalysisQueryRejected"
 
 
 def _why_waiting(p: Pass, variant: str, dep: dict[str, Any] | None) -> str:

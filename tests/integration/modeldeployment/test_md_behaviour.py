@@ -95,3 +95,56 @@ def test_pods_that_never_become_ready_are_named_in_the_status(
 
     md.wait_status("stuck", says_why, "the waiting reason in Progressing", timeout=180)
     assert md.condition("stuck", "Ready")["status"] == "False"
+
+
+def test_a_child_the_apiserver_refuses_is_reported_and_the_rest_applied(
+    node: Any, md: MD, kubectl: Any, namespace: str, model: tuple[str, str, str],
+) -> None:
+    """A quota of zero Services: the apiserver's admission refuses every Service of the
+    deployment. The refusal, in the apiserver's words, is a Degraded condition and a Warning
+    Event; the other children are applied all the same; once the quota goes, it is Ready."""
+    name, v1, v2 = model
+    md.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-services"},
+              "spec": {"hard": {"services": "0"}}})
+    md.apply(manifest("quota", name, "builtin"))
+
+    def refused(s: dict[str, Any]) -> bool:
+        return md.condition("quota", "Degraded").get("reason") == "ApplyRefused"
+
+    st = md.wait_status("quota", refused, "the refused Services reported", timeout=120)
+    message = md.condition("quota", "Degraded")["message"]
+    for service in ("quota", "quota-champion", "quota-challenger"):  # the router's, the variants'
+        assert f'services "{service}" is forbidden: exceeded quota: no-services' in message, message
+    assert st["phase"] == "Degraded" and md.condition("quota", "Ready")["status"] == "False"
+    warnings = [e for e in md.events("quota") if e["type"] == "Warning"]
+    assert any("no-services" in e["message"] for e in warnings), warnings
+    assert md.get("service", "quota") is None
+    for deployment in ("quota-champion", "quota-challenger", "quota-router"):
+        assert md.get("deployment", deployment) is not None, deployment
+
+    kubectl("delete", "resourcequota", "no-services", "-n", namespace)
+    st = md.wait_status("quota", lambda s: s.get("phase") == "Ready", "Ready", timeout=240)
+    assert md.condition("quota", "Degraded")["status"] == "False"
+    assert md.get("service", "quota") is not None
+    assert md.operator.logs().count("reconcile failed") == 0
+
+
+def test_a_bad_gateway_reference_is_a_condition_until_it_is_fixed(
+    md: MD, kubectl: Any, namespace: str, model: tuple[str, str, str],
+) -> None:
+    name, v1, v2 = model
+    md.apply(manifest("refs", name, "builtin",
+                      annotations={"mlops.dev/gateway-parent-refs": "a/b/c"}))
+    md.wait_status("refs", lambda s: s.get("phase") == "Failed", "Failed", timeout=60)
+    ready = md.condition("refs", "Ready")
+    assert ready["reason"] == "InvalidParentRefs" and "'a/b/c'" in ready["message"], ready
+    warnings = [e for e in md.events("refs") if e["type"] == "Warning"]
+    assert any(e["reason"] == "InvalidParentRefs" for e in warnings), warnings
+    assert md.get("deployment", "refs-champion") is None
+
+    kubectl("annotate", "modeldeployment", "refs", "mlops.dev/gateway-parent-refs-", "-n",
+            namespace)
+    md.wait("the children once the reference is gone",
+            lambda: md.get("deployment", "refs-champion"), timeout=60)
+    md.wait_status("refs", lambda s: md.condition("refs", "Ready").get("reason")
+                   != "InvalidParentRefs", "the condition cleared", timeout=60)
