@@ -26,7 +26,9 @@ from .procs import Component, LocalStackError, ManagedProcess, ensure_port_free,
 
 log = logging.getLogger(__name__)
 
-SERVICE_CIDR = "10.0.0.0/24"
+#: Service ClusterIPs are only allocated here, never routed to (no kube-proxy: the router reaches
+#: pods by their loopback IPs); /16 leaves room for 1,000 ModelDeployments of 4 Services each.
+SERVICE_CIDR = "10.0.0.0/16"
 
 
 def write_kubeconfig(

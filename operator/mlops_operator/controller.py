@@ -16,7 +16,8 @@ A :class:`Controller` is a level-triggered reconcile loop, like controller-runti
   :meth:`Pass.flush` in between instead of ending and queueing itself again.
 * **Children from the watch.** The child watch keeps the children's bodies
   (:meth:`Pass.child`): a pass reads a child as last seen instead of asking the API server; the
-  child's next event brings the next pass anyway.
+  child's next event brings the next pass anyway. A controller with many children keeps only
+  the parts its passes read (``slim``).
 * **Retry by kind of error.** ``kopf.TemporaryError(delay=…)`` → run again after ``delay``
   (a child not ready; MLflow down — its error has ``ramp`` set and is retried after the backoff
   below, up to ``delay``); ``kopf.PermanentError`` → wait for the next change of the
@@ -231,6 +232,8 @@ class Controller:
     children: Iterable[tuple[str, str, str]] = ()
     #: called with the key of a deleted object (drop what the controller keeps about it)
     forget: Callable[[Key], None] | None = None
+    #: what of a child's body to keep (the parts its passes read); None: all but managedFields
+    slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     cache: dict[Key, dict[str, Any]] = field(default_factory=dict)
     #: the children's bodies by ``(kind, namespace, name)``, as their watch last saw them
     children_seen: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
@@ -277,6 +280,8 @@ class Controller:
         meta = body.get("metadata") or {}
         meta.pop("managedFields", None)  # most of a body's bytes; no pass reads them
         key = (body.get("kind") or "", meta.get("namespace") or "", meta.get("name") or "")
+        if self.slim is not None and event_type != "DELETED":
+            body = self.slim(body)
         if event_type == "DELETED":
             with self._children_lock:
                 self.children_seen.pop(key, None)
@@ -474,9 +479,10 @@ CONTROLLERS: dict[str, Controller] = {}
 
 def controller(kind: str, plural: str, reconcile: Callable[[Pass], None],
                children: Iterable[tuple[str, str, str]] = (),
-               forget: Callable[[Key], None] | None = None) -> Controller:
+               forget: Callable[[Key], None] | None = None,
+               slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Controller:
     """Create and register a kind's controller (once per process)."""
-    ctl = Controller(kind, plural, reconcile, tuple(children), forget)
+    ctl = Controller(kind, plural, reconcile, tuple(children), forget, slim)
     ctl.register()
     CONTROLLERS[kind] = ctl
     return ctl

@@ -48,6 +48,11 @@ class OperatorSettings(BaseSettings):
         description="parentRefs of gateway-api HTTPRoutes when a ModelDeployment has no "
         "mlops.dev/gateway-parent-refs annotation: '[namespace/]name[:section]', comma-separated",
     )
+    gateway_grpc_parent_refs: str = Field(
+        "",
+        description="parentRefs of gateway-api GRPCRoutes when a ModelDeployment has no "
+        "mlops.dev/gateway-grpc-parent-refs annotation (same syntax); empty: no GRPCRoute",
+    )
     metrics_port: int = Field(8081, description="port of the operator's Prometheus /metrics")
     metrics_host: str = Field("0.0.0.0", description="bind address of /metrics")
     alert_receiver_port: int = Field(8082, description="port of the Alertmanager webhook")

@@ -299,3 +299,33 @@ async def test_a_pass_of_a_replica_paused_meanwhile_stops_before_creating_anythi
     finally:
         await paused.turn_to(False)
         await ctl.stop()
+
+
+async def test_a_slim_controller_keeps_what_its_passes_read_and_drops_the_rest() -> None:
+    from mlops_operator.handlers.modeldeployment import _slim
+
+    ctl = Controller("Thing", "things", lambda p: None, slim=_slim)
+    await ctl.start(1)
+    try:
+        dep = job("a-champion", "3")
+        dep.update(kind="Deployment", apiVersion="apps/v1",
+                   spec={"replicas": 2, "template": {"spec": {"containers": [{"env": []}]}}},
+                   status={"readyReplicas": 1})
+        dep["metadata"].update(generation=4, labels={"mlops.dev/version": "7"},
+                               annotations={"big": "x" * 1000})
+        await ctl._on_child_event({"type": "ADDED"}, dep)
+        kept = ctl.children_seen[("Deployment", "ns", "a-champion")]
+        assert kept["spec"] == {"replicas": 2} and kept["status"] == {"readyReplicas": 1}
+        assert set(kept["metadata"]) == {"name", "namespace", "uid", "resourceVersion",
+                                         "generation", "labels", "annotations",
+                                         "ownerReferences"}
+        svc = {**job("a", "5"), "kind": "Service", "spec": {"ports": []}, "status": {}}
+        svc["metadata"]["annotations"] = {"big": "x" * 1000}
+        await ctl._on_child_event({"type": "ADDED"}, svc)
+        kept = ctl.children_seen[("Service", "ns", "a")]
+        assert set(kept) == {"apiVersion", "kind", "metadata"}
+        assert "annotations" not in kept["metadata"]
+        await ctl._on_child_event({"type": "DELETED"}, svc)
+        assert ("Service", "ns", "a") not in ctl.children_seen
+    finally:
+        await ctl.stop()

@@ -78,7 +78,7 @@ router's Role (RBAC forbids granting what one does not have) are marked "delegat
   resources: [roles, rolebindings]
   verbs: [list, watch, create, patch, delete]
 - apiGroups: [gateway.networking.k8s.io]
-  resources: [httproutes]
+  resources: [httproutes, grpcroutes]
   verbs: [list, create, patch, delete]
 # delegated: the router's Role lets it list EndpointSlices
 - apiGroups: [discovery.k8s.io]

@@ -25,6 +25,7 @@ from .router import (
 )
 from .traffic import (
     Backend,
+    build_grpc_route,
     build_http_route,
     build_service_mode_service,
     effective_weights,
@@ -38,6 +39,7 @@ PRUNED_KINDS = (
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("v1", "ConfigMap"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"),
     ("v1", "ServiceAccount"),
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
@@ -63,9 +65,11 @@ def build_children(
     tracking_uri: str,
     default_image: str,
     parent_refs: Sequence[Mapping[str, Any]] = (),
+    grpc_parent_refs: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """Every child for serving ``stable`` (variant → version) plus ``canary`` (variant, version,
-    weight). Variants without a resolved version yet get no pods."""
+    weight). Variants without a resolved version yet get no pods. In ``gateway-api`` mode, a
+    GRPCRoute too when ``grpc_parent_refs`` names its Gateways."""
     out: list[dict[str, Any]] = []
     common = {"tracking_uri": tracking_uri, "default_image": default_image}
     for variant in spec.variants:
@@ -96,6 +100,8 @@ def build_children(
         out.append(build_router_service(md_name, namespace, uid, spec))
     elif mode == "gateway-api":
         out.append(build_http_route(md_name, namespace, uid, spec, split, parent_refs))
+        if grpc_parent_refs:
+            out.append(build_grpc_route(md_name, namespace, uid, spec, split, grpc_parent_refs))
     else:
         out.append(build_service_mode_service(md_name, namespace, uid, spec))
     return out

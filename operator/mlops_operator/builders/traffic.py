@@ -8,7 +8,8 @@ sum to 100; each mode renders the same split:
   upstream per backend, sticky header, mirror). The router re-reads the ConfigMap every second,
   so a new split applies within seconds, without a restart.
 - ``gateway-api``: :func:`build_http_route`, an ``HTTPRoute`` with weighted ``backendRefs``
-  (and a ``RequestMirror`` filter). Sticky sessions are not in the standard channel.
+  (and a ``RequestMirror`` filter), and, when gRPC has Gateways of its own, a ``GRPCRoute`` with
+  the same split to the Services' ``grpc`` port. Sticky sessions are not in the standard channel.
 - ``service``: :func:`build_service_mode_service`, one Service over every model-server pod.
 
 What a mode cannot express is listed by :func:`traffic_limitations` (for a condition/Event).
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..api import ModelDeploymentSpec
+from ..api.modeldeployment import GRPC_PORT
 from .modeldeployment import (
     CANARY_SUFFIX,
     COMPONENT_SERVER,
@@ -40,6 +42,10 @@ GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 #: Annotation on a ModelDeployment naming the Gateway(s) of its HTTPRoute, parsed by
 #: :func:`parse_parent_refs`, e.g. ``infra/public-gw:https`` or a JSON list of parentRefs.
 PARENT_REFS_ANNOTATION = "mlops.dev/gateway-parent-refs"
+#: The same for its GRPCRoute (no annotation and no setting: no GRPCRoute). A listener of its
+#: own: the Gateway API lets an HTTPRoute and a GRPCRoute share a listener only when their
+#: hostnames do not overlap.
+GRPC_PARENT_REFS_ANNOTATION = "mlops.dev/gateway-grpc-parent-refs"
 
 
 class Backend(NamedTuple):
@@ -168,6 +174,47 @@ def parse_parent_refs(text: str) -> list[dict[str, Any]]:
     return out
 
 
+def _weighted_rule(md_name: str, spec: ModelDeploymentSpec, weights: Mapping[Backend, int],
+                   port: int) -> dict[str, Any]:
+    """A route rule sending every request to the backends' Services on ``port``, weighted.
+
+    Backends with weight 0 stay listed (they get no traffic; the route shows the whole split).
+    ``traffic.mirror`` becomes a ``RequestMirror`` filter to the variant's stable Service, with
+    ``percent`` when below 100.
+    """
+    rule: dict[str, Any] = {"backendRefs": [
+        {"group": "", "kind": "Service", "name": backend_service(md_name, b), "port": port,
+         "weight": w}
+        for b, w in weights.items()
+    ]}
+    mirror = spec.traffic.mirror
+    if mirror is not None and mirror.percent > 0:
+        find_variant(spec, mirror.variant)
+        request_mirror: dict[str, Any] = {"backendRef": {
+            "group": "", "kind": "Service", "name": variant_name(md_name, mirror.variant),
+            "port": port}}
+        if mirror.percent < 100:
+            request_mirror["percent"] = mirror.percent
+        rule["filters"] = [{"type": "RequestMirror", "requestMirror": request_mirror}]
+    return rule
+
+
+def _route(kind: str, md_name: str, namespace: str, uid: str, spec: ModelDeploymentSpec,
+           rule: dict[str, Any], parent_refs: Sequence[Mapping[str, Any]],
+           hostnames: Sequence[str]) -> dict[str, Any]:
+    route_spec: dict[str, Any] = {"parentRefs": [dict(r) for r in parent_refs], "rules": [rule]}
+    if hostnames:
+        route_spec["hostnames"] = list(hostnames)
+    return {
+        "apiVersion": GATEWAY_API_VERSION,
+        "kind": kind,
+        "metadata": child_metadata(
+            entry_service_name(md_name), namespace, uid, md_name, md_labels(md_name, spec.model)
+        ),
+        "spec": route_spec,
+    }
+
+
 def build_http_route(
     md_name: str,
     namespace: str,
@@ -177,51 +224,26 @@ def build_http_route(
     parent_refs: Sequence[Mapping[str, Any]],
     hostnames: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The ``HTTPRoute`` ``<md>``: every request to the backends' Services, weighted.
+    """The ``HTTPRoute`` ``<md>``: every request (path prefix ``/``) to the backends' Services
+    on the HTTP port, weighted (see :func:`_weighted_rule`)."""
+    rule = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            **_weighted_rule(md_name, spec, weights, spec.runtime.port)}
+    return _route("HTTPRoute", md_name, namespace, uid, spec, rule, parent_refs, hostnames)
 
-    Backends with weight 0 stay listed (they get no traffic; the route shows the whole split).
-    ``traffic.mirror`` becomes a ``RequestMirror`` filter to the variant's stable Service, with
-    ``percent`` when below 100.
-    """
-    port = spec.runtime.port
-    rule: dict[str, Any] = {
-        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-        "backendRefs": [
-            {
-                "group": "",
-                "kind": "Service",
-                "name": backend_service(md_name, b),
-                "port": port,
-                "weight": w,
-            }
-            for b, w in weights.items()
-        ],
-    }
-    mirror = spec.traffic.mirror
-    if mirror is not None and mirror.percent > 0:
-        find_variant(spec, mirror.variant)
-        request_mirror: dict[str, Any] = {
-            "backendRef": {
-                "group": "",
-                "kind": "Service",
-                "name": variant_name(md_name, mirror.variant),
-                "port": port,
-            }
-        }
-        if mirror.percent < 100:
-            request_mirror["percent"] = mirror.percent
-        rule["filters"] = [{"type": "RequestMirror", "requestMirror": request_mirror}]
-    route_spec: dict[str, Any] = {"parentRefs": [dict(r) for r in parent_refs], "rules": [rule]}
-    if hostnames:
-        route_spec["hostnames"] = list(hostnames)
-    return {
-        "apiVersion": GATEWAY_API_VERSION,
-        "kind": "HTTPRoute",
-        "metadata": child_metadata(
-            entry_service_name(md_name), namespace, uid, md_name, md_labels(md_name, spec.model)
-        ),
-        "spec": route_spec,
-    }
+
+def build_grpc_route(
+    md_name: str,
+    namespace: str,
+    uid: str,
+    spec: ModelDeploymentSpec,
+    weights: Mapping[Backend, int],
+    parent_refs: Sequence[Mapping[str, Any]],
+    hostnames: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The ``GRPCRoute`` ``<md>``: every call to the backends' Services on the ``grpc`` port,
+    with the HTTPRoute's split (a canary's step included) and mirror."""
+    rule = _weighted_rule(md_name, spec, weights, GRPC_PORT)
+    return _route("GRPCRoute", md_name, namespace, uid, spec, rule, parent_refs, hostnames)
 
 
 # -- service: one Service over every variant ---------------------------------------------------

@@ -32,11 +32,23 @@ from .. import analysis as an
 from ..alerts import deployment_selector, last_retrain
 from ..aliases import WATCH
 from ..api import ModelDeploymentSpec
-from ..builders.common import LABEL_DEPLOYMENT, MANAGED_BY, OPERATOR, label_value
+from ..builders.common import (
+    LABEL_COMPONENT,
+    LABEL_DEPLOYMENT,
+    LABEL_VARIANT,
+    MANAGED_BY,
+    OPERATOR,
+    label_value,
+)
 from ..builders.jobs import pending_reason
-from ..builders.modeldeployment import variant_name
+from ..builders.modeldeployment import COMPONENT_SERVER, variant_name
 from ..builders.serving import PRUNED_KINDS, build_children, weights
-from ..builders.traffic import PARENT_REFS_ANNOTATION, parse_parent_refs, status_url
+from ..builders.traffic import (
+    GRPC_PARENT_REFS_ANNOTATION,
+    PARENT_REFS_ANNOTATION,
+    parse_parent_refs,
+    status_url,
+)
 from ..builders.traffic import traffic_summary as summary_of
 from ..controller import Pass, controller
 from ..metrics import observe_stage
@@ -70,9 +82,9 @@ def reconcile(p: Pass) -> None:
         raise kopf.PermanentError(message) from exc
     now = dt.datetime.now(dt.UTC)
     desired, problems = resolve(p, spec)
-    deployments = {d["metadata"]["name"]: d for d in _owned(p, "apps/v1", "Deployment")}
     stable = {v["name"]: v.get("version") for v in st.get("variants") or []}
     ro = st.get("rollout")
+    deployments = _deployments(p, stable, ro)
     canary_ready = False
     if ro and ro.get("variant") and ro.get("version"):
         canary = deployments.get(variant_name(p.name, ro["variant"], "canary"))
@@ -214,6 +226,40 @@ def _owned(p: Pass, api_version: str, kind: str) -> list[dict[str, Any]]:
     return [i for i in items if kube.owned_by(i, p.uid)]
 
 
+def _deployments(p: Pass, stable: dict[str, str | None],
+                 ro: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The variants' Deployments by name, from the child watch when it holds every one the
+    status says should exist (no request), else listed (the watch not synced yet after a
+    start, or one deleted: the pass must not take a Deployment it has not seen for gone)."""
+    expected = [variant_name(p.name, n) for n, v in stable.items() if v]
+    if ro and ro.get("variant") and ro.get("version"):
+        expected.append(variant_name(p.name, ro["variant"], "canary"))
+    if p.controller is not None:
+        seen = {n: p.controller.children_seen.get(("Deployment", p.namespace, n))
+                for n in expected}
+        if all(d is not None and kube.owned_by(d, p.uid) for d in seen.values()):
+            return seen  # type: ignore[return-value]
+    return {d["metadata"]["name"]: d for d in _owned(p, "apps/v1", "Deployment")}
+
+
+def _slim(body: dict[str, Any]) -> dict[str, Any]:
+    """What passes read of a child in the watch cache: who it is and its version (a child
+    unchanged since its apply is not applied again); a Deployment's replicas and status too
+    (:func:`_deployments`). 1,000 ModelDeployments have ~10,000 children."""
+    meta = body.get("metadata") or {}
+    kept: dict[str, Any] = {
+        "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                           "generation", "labels", "ownerReferences")
+                     if k in meta}}
+    if body.get("kind") == "Deployment":
+        kept["metadata"]["annotations"] = meta.get("annotations")  # in its _fingerprint
+        replicas = (body.get("spec") or {}).get("replicas")
+        kept["spec"] = {} if replicas is None else {"replicas": replicas}
+        kept["status"] = body.get("status") or {}
+    return kept
+
+
 def _rolled_out(dep: dict[str, Any] | None, version: str | None) -> bool:
     """The Deployment runs ``version`` on all its replicas, all ready, no old pod left."""
     if dep is None or version is None:
@@ -230,8 +276,25 @@ def _rolled_out(dep: dict[str, Any] | None, version: str | None) -> bool:
 
 _applied: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
 #: per ModelDeployment: child ``(kind, namespace, name)`` -> (digest of the manifest this process
-#: last applied, the resourceVersion the apply returned)
-_last_apply: dict[tuple[str, str], dict[tuple[str, str, str], tuple[str, str]]] = {}
+#: last applied, the resourceVersion the apply returned, its :func:`_fingerprint`)
+_last_apply: dict[tuple[str, str], dict[tuple[str, str, str], tuple[str, str, str | None]]] = {}
+
+
+#: The Deployment controller's own annotations (``deployment.kubernetes.io/revision``)
+KCM_ANNOTATIONS = "deployment.kubernetes.io/"
+
+
+def _fingerprint(obj: dict[str, Any]) -> str | None:
+    """What changes when anyone changes an object with a ``generation`` (a Deployment) other
+    than by its status: the generation (every spec change), labels, annotations, owners. None
+    for kinds without one: any new resourceVersion counts for them."""
+    meta = obj.get("metadata") or {}
+    if not meta.get("generation"):
+        return None
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if not k.startswith(KCM_ANNOTATIONS)}  # the revision, set on each rollout
+    return json.dumps([meta.get("uid"), meta["generation"], meta.get("labels"), annotations,
+                       meta.get("ownerReferences")], sort_keys=True)
 
 
 def _digest(manifest: dict[str, Any]) -> str:
@@ -240,15 +303,35 @@ def _digest(manifest: dict[str, Any]) -> str:
 
 
 def _unchanged(p: Pass, key: tuple[str, str, str], digest: str,
-               last: tuple[str, str] | None) -> bool:  # fmt: skip
+               last: tuple[str, str, str | None] | None) -> bool:  # fmt: skip
     """Whether the child is as this process last applied it: same manifest, and its watch shows
-    the very version that apply returned (nothing has touched it since: not edited, deleted, nor
-    its status moved). Only the kinds in ``CONTROLLER.children`` are watched; the others (HPAs,
-    HTTPRoutes: optional kinds) are never seen here, so they are applied on every pass."""
+    the very version that apply returned, or — a Deployment — only its status has moved since
+    (same :func:`_fingerprint`; the Deployment controller writes its status on every pod that
+    starts). Otherwise (edited, deleted) it is applied again. Only the kinds in
+    ``CONTROLLER.children`` are watched; the others (HPAs, routes: optional kinds) are never
+    seen here, so they are applied on every pass."""
     if last is None or last[0] != digest or p.controller is None:
         return False
     seen = p.controller.children_seen.get(key)
-    return seen is not None and (seen.get("metadata") or {}).get("resourceVersion") == last[1]
+    if seen is None:
+        return False
+    return ((seen.get("metadata") or {}).get("resourceVersion") == last[1]
+            or (last[2] is not None and _fingerprint(seen) == last[2]))
+
+
+def _parent_refs(p: Pass, annotation: str, default: str) -> list[dict[str, Any]]:
+    """The Gateways an annotation (else the operator's setting) names; one that cannot be
+    parsed is ``Ready=False/InvalidParentRefs`` and a Warning Event, until it changes."""
+    text = (p.meta.get("annotations") or {}).get(annotation) or default
+    try:
+        return parse_parent_refs(text) if text else []
+    except ValueError as exc:
+        message = f"{annotation}: {exc}"
+        if p.status.cond("Ready", False, "InvalidParentRefs", message):
+            kopf.warn(p.body, reason="InvalidParentRefs", message=message[:1024])
+        p.status.set(phase="Failed", message=message[:1024])
+        p.status.observed()
+        raise kopf.PermanentError(message) from exc
 
 
 def _refused(exc: BaseException) -> bool:
@@ -267,20 +350,12 @@ def apply_children(p: Pass, spec: ModelDeploymentSpec, stable: dict[str, str],
     (``apply/<kind>/<name>`` → the API server's message) are left for the status to report,
     while the others are still applied."""
     cfg = p.settings
-    refs_text = (p.meta.get("annotations") or {}).get(PARENT_REFS_ANNOTATION) or (
-        cfg.gateway_parent_refs)
-    try:
-        refs = parse_parent_refs(refs_text) if refs_text else []
-    except ValueError as exc:
-        message = f"{PARENT_REFS_ANNOTATION}: {exc}"
-        if p.status.cond("Ready", False, "InvalidParentRefs", message):
-            kopf.warn(p.body, reason="InvalidParentRefs", message=message[:1024])
-        p.status.set(phase="Failed", message=message[:1024])
-        p.status.observed()
-        raise kopf.PermanentError(message) from exc
     children = build_children(p.name, p.namespace, p.uid, spec, stable, canary,
-                              tracking_uri=cfg.pod_tracking_uri,
-                              default_image=cfg.runtime_image, parent_refs=refs)
+                              tracking_uri=cfg.pod_tracking_uri, default_image=cfg.runtime_image,
+                              parent_refs=_parent_refs(p, PARENT_REFS_ANNOTATION,
+                                                       cfg.gateway_parent_refs),
+                              grpc_parent_refs=_parent_refs(p, GRPC_PARENT_REFS_ANNOTATION,
+                                                            cfg.gateway_grpc_parent_refs))
     key = (p.namespace, p.name)
     last_apply = _last_apply.setdefault(key, {})
     refused: dict[str, str] = {}
@@ -294,14 +369,19 @@ def apply_children(p: Pass, spec: ModelDeploymentSpec, stable: dict[str, str],
             applied = kube.apply(child)
         except Exception as exc:
             last_apply.pop(child_key, None)
-            if isinstance(exc, kube.Forbidden) or not _refused(exc):
+            if type(exc).__name__ == "ResourceNotFoundError":  # a kind of an optional CRD
+                why = (f"the API server does not serve {child['apiVersion']} {kind} (are its "
+                       "CRDs installed?)")
+            elif isinstance(exc, kube.Forbidden) or not _refused(exc):
                 raise
-            refused[f"apply/{kind}/{name}"] = f"{kind} {name}: {kube.error_message(exc)}"
-            p.logger.warning("%s %s refused: %s", kind, name, kube.error_message(exc))
+            else:
+                why = kube.error_message(exc)
+            refused[f"apply/{kind}/{name}"] = f"{kind} {name}: {why}"
+            p.logger.warning("%s %s refused: %s", kind, name, why)
             continue
         version = (applied.get("metadata") or {}).get("resourceVersion")
         if version:
-            last_apply[child_key] = (digest, str(version))
+            last_apply[child_key] = (digest, str(version), _fingerprint(applied))
     names = frozenset((c["kind"], c["metadata"]["name"]) for c in children)
     for gone in [k for k in last_apply if (k[0], k[2]) not in names]:
         del last_apply[gone]
@@ -324,6 +404,7 @@ def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
     ready = desired_total = 0
     variants = []
     waiting: list[str] = []
+    servers: dict[str, list[dict[str, Any]]] = {}
     for v in spec.variants:
         version = decision.stable.get(v.name)
         dep = deployments.get(variant_name(p.name, v.name))
@@ -336,7 +417,7 @@ def write_status(p: Pass, spec: ModelDeploymentSpec, decision: Any,
         if version:
             entry.update(version=version, modelUri=f"models:/{spec.model}/{version}")
             if not _rolled_out(dep, version):
-                waiting.append(v.name + _why_waiting(p, v.name, dep))
+                waiting.append(v.name + _why_waiting(p, v.name, dep, servers))
         variants.append(entry)
     if decision.canary:
         dep = deployments.get(variant_name(p.name, decision.canary[0], "canary"))
@@ -386,13 +467,22 @@ def _problem_reason(problems: dict[str, str]) -> str:
     return "AnalysisQueryRejected"
 
 
-def _why_waiting(p: Pass, variant: str, dep: dict[str, Any] | None) -> str:
-    """Why a variant's pods are not ready: pods refused (quota, admission) or waiting."""
+def _why_waiting(p: Pass, variant: str, dep: dict[str, Any] | None,
+                 servers: dict[str, list[dict[str, Any]]]) -> str:
+    """Why a variant's pods are not ready: pods refused (quota, admission) or waiting.
+    ``servers``: the pass's model-server pods by variant, listed on first use (one list per
+    pass, not one per waiting variant)."""
     for cond in ((dep or {}).get("status") or {}).get("conditions") or []:
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
             return f" ({cond.get('reason', 'FailedCreate')}: {cond.get('message', '')})"
-    pods = kube.list_("v1", "Pod", p.namespace,
-                      f"{LABEL_DEPLOYMENT}={label_value(p.name)},mlops.dev/variant={variant}")
+    if not servers:
+        servers[""] = []  # listed (a ModelDeployment without pods lists once too)
+        for pod in kube.list_("v1", "Pod", p.namespace,
+                              f"{LABEL_DEPLOYMENT}={label_value(p.name)},"
+                              f"{LABEL_COMPONENT}={COMPONENT_SERVER}"):
+            servers.setdefault(((pod.get("metadata") or {}).get("labels") or {}).get(
+                LABEL_VARIANT, ""), []).append(pod)
+    pods = servers.get(variant, [])
     why = pending_reason(pods)
     if why:
         return f" ({why[0]}: {why[1]})"
@@ -414,5 +504,5 @@ CONTROLLER = controller(
     children=[("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"),
               ("", "v1", "serviceaccounts"), ("rbac.authorization.k8s.io", "v1", "roles"),
               ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-              (GROUP, VERSION, "trainingruns")], forget=_forget,
+              (GROUP, VERSION, "trainingruns")], forget=_forget, slim=_slim,
 )

@@ -35,7 +35,7 @@ from chart_stack import (
 
 from mlops_localstack.cluster import poll
 from mlops_localstack.gateway_api import ensure_gateway_api_crds
-from mlops_operator.builders.traffic import PARENT_REFS_ANNOTATION
+from mlops_operator.builders.traffic import GRPC_PARENT_REFS_ANNOTATION, PARENT_REFS_ANNOTATION
 
 pytestmark = [pytest.mark.integration, pytest.mark.install]
 
@@ -323,25 +323,28 @@ def test_rbac_is_exactly_what_the_operator_exercises(chart_stack: ChartStack,
         return {o["metadata"]["name"] for o in json.loads(stack.cluster.kubectl(
             "get", kind, "-n", md_ns, "-o", "json").stdout)["items"]}
 
-    # Gateway API mode and autoscaling: the operator applies an HTTPRoute and an HPA per variant
+    # Gateway API mode and autoscaling: the operator applies an HTTPRoute, a GRPCRoute and an
+    # HPA per variant
     stack.cluster.apply_crds(ensure_gateway_api_crds())
     stack.cluster.kubectl("annotate", "md", "iris", "-n", md_ns,
-                          f"{PARENT_REFS_ANNOTATION}=infra/public:http")
+                          f"{PARENT_REFS_ANNOTATION}=infra/public:http",
+                          f"{GRPC_PARENT_REFS_ANNOTATION}=infra/public:grpc")
     stack.cluster.kubectl("patch", "md", "iris", "-n", md_ns, "--type=merge", "-p", json.dumps({
         "spec": {"traffic": {"router": "gateway-api"},
                  "runtime": {"autoscaling": {"minReplicas": 1, "maxReplicas": 2,
                                              "targetCPUUtilizationPercentage": 80}}}}))
-    poll("the HTTPRoute and the HPAs", lambda: names("httproutes.gateway.networking.k8s.io")
-         == {"iris"} and names("hpa") == {"iris-champion", "iris-challenger"},
-         timeout=180, interval=1)
+    poll("the routes and the HPAs", lambda: names("httproutes.gateway.networking.k8s.io")
+         == names("grpcroutes.gateway.networking.k8s.io") == {"iris"}
+         and names("hpa") == {"iris-champion", "iris-challenger"}, timeout=180, interval=1)
     stack.cluster.kubectl("patch", "md", "iris", "-n", md_ns, "--type=json", "-p", json.dumps([
         {"op": "remove", "path": "/spec/variants/1"},
         {"op": "replace", "path": "/spec/variants/0/weight", "value": 100},
         {"op": "replace", "path": "/spec/traffic/router", "value": "service"},
         {"op": "remove", "path": "/spec/runtime/autoscaling"}]))
-    poll("the router, the challenger, the HTTPRoute and the HPAs to be pruned", lambda: not (
+    poll("the router, the challenger, the routes and the HPAs to be pruned", lambda: not (
         names("deployments") & {router, "iris-challenger"}
-        or names("httproutes.gateway.networking.k8s.io") or names("hpa")),
+        or names("httproutes.gateway.networking.k8s.io")
+        or names("grpcroutes.gateway.networking.k8s.io") or names("hpa")),
          timeout=180, interval=1)
     # a Job whose pods are refused (a quota of no pods): the operator reads the Job's
     # FailedCreate Event (list events) and shows the apiserver's words on the TrainingRun

@@ -18,13 +18,22 @@ def gateway_api(cluster: Any) -> list[str]:
     return cluster.apply_crds(ensure_gateway_api_crds())
 
 
-def test_gateway_api_mode_renders_a_weighted_httproute(
-    gateway_api: Any, node: Any, md: MD, model: tuple[str, str, str],
+def test_gateway_api_mode_renders_a_weighted_httproute_and_grpcroute(
+    gateway_api: Any, node: Any, md: MD, kubectl: Any, namespace: str,
+    model: tuple[str, str, str],
 ) -> None:
     name, v1, v2 = model
     md.apply(manifest("gw", name, "gateway-api", annotations={
-        "mlops.dev/gateway-parent-refs": "infra/public:http"}))
+        "mlops.dev/gateway-parent-refs": "infra/public:http",
+        "mlops.dev/gateway-grpc-parent-refs": "infra/public:grpc"}))
     route = md.wait("the HTTPRoute", lambda: md.get("httproute", "gw"), timeout=120)
+    grpc = md.wait("the GRPCRoute", lambda: md.get("grpcroute", "gw"), timeout=60)
+    (rule,) = grpc["spec"]["rules"]
+    assert {(b["name"], b["port"], b["weight"]) for b in rule["backendRefs"]} == {
+        ("gw-champion", 8081, 70), ("gw-challenger", 8081, 30)}
+    assert grpc["spec"]["parentRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "infra",
+         "name": "public", "sectionName": "grpc"}]
     (rule,) = route["spec"]["rules"]
     assert {b["name"]: b["weight"] for b in rule["backendRefs"]} == {
         "gw-champion": 70, "gw-challenger": 30}
@@ -34,6 +43,11 @@ def test_gateway_api_mode_renders_a_weighted_httproute(
     assert md.get("deployment", "gw-router") is None  # no builtin router in this mode
     st = md.wait_status("gw", lambda s: s.get("phase") == "Ready", "Ready", timeout=240)
     assert st["traffic"] == "champion=70 challenger=30" and "url" not in st
+    # gRPC without Gateways of its own: the GRPCRoute goes, the HTTPRoute stays
+    kubectl("annotate", "modeldeployment", "gw", "mlops.dev/gateway-grpc-parent-refs-", "-n",
+            namespace)
+    md.wait("the GRPCRoute pruned", lambda: md.get("grpcroute", "gw") is None, timeout=60)
+    assert md.get("httproute", "gw") is not None
 
 
 def test_service_mode_has_one_service_over_every_variant(

@@ -122,13 +122,17 @@ def test_a_settled_deployment_is_not_re_applied_and_a_touched_child_is_restored(
     services = md.get("services", selector="mlops.dev/deployment=quiet")
     gone = services[0]["metadata"]["name"]
     kubectl("delete", "service", gone, "-n", namespace)
+    # a Deployment's spec edited (its generation moves, unlike its status updates, which are
+    # not re-applied)
+    kubectl("scale", "deployment", "quiet-champion", "-n", namespace, "--replicas=3")
 
     def repaired() -> bool:
         data = md.get("configmaps", selector="mlops.dev/deployment=quiet")[0]["data"]
         names = {s["metadata"]["name"] for s in
                  md.get("services", selector="mlops.dev/deployment=quiet")}
-        return data == config["data"] and gone in names
+        replicas = md.get("deployment", "quiet-champion")["spec"]["replicas"]
+        return data == config["data"] and gone in names and replicas == 1
 
-    md.wait("the ConfigMap restored and the Service re-created", repaired, timeout=30)
+    md.wait("the ConfigMap, the Service and the replicas restored", repaired, timeout=30)
     url = md.router_url("quiet")
     assert set(send(url, name, 20)) == {v1}

@@ -38,6 +38,7 @@ from mlops_operator.builders.router import (
 )
 from mlops_operator.builders.traffic import (
     Backend,
+    build_grpc_route,
     build_http_route,
     build_service_mode_service,
     effective_weights,
@@ -188,6 +189,31 @@ def test_http_route_is_accepted_with_its_weights_and_mirror(
     out = kubectl("apply", "--server-side", "-n", namespace, "-f", "-",
                   input=json.dumps(bad), check=False)  # fmt: skip
     assert out.returncode != 0 and "weight" in out.stderr, out.stderr
+
+
+def test_grpc_route_is_accepted_with_the_same_split_on_the_grpc_port(
+    gateway_api: list[str], crds: list[str], kubectl: Callable[..., Any], namespace: str
+) -> None:
+    o = _owner(
+        kubectl, namespace, traffic={"router": "gateway-api",
+                                     "mirror": {"variant": "challenger", "percent": 20}},
+    )  # fmt: skip
+    weights = effective_weights(spec_weights(o.spec), ("champion", 50))
+    grpc_gateway = [{**GATEWAY[0], "sectionName": "grpc"}]
+    stored = o.apply(build_grpc_route(o.name, o.namespace, o.uid, o.spec, weights, grpc_gateway))
+    assert stored["kind"] == "GRPCRoute" and stored["metadata"]["name"] == o.name
+    assert_owned(stored, o)
+    assert stored["spec"]["parentRefs"][0]["sectionName"] == "grpc"
+    (rule,) = stored["spec"]["rules"]
+    assert {(b["name"], b["port"], b["weight"]) for b in rule["backendRefs"]} == {
+        ("iris-champion", 8081, 45),
+        ("iris-champion-canary", 8081, 45),
+        ("iris-challenger", 8081, 10),
+    }
+    (mirror,) = rule["filters"]
+    assert mirror["requestMirror"] == {
+        "backendRef": {"group": "", "kind": "Service", "name": "iris-challenger", "port": 8081},
+        "percent": 20}
 
 
 # -- variants: Deployments, Services, HPAs -----------------------------------------------------
@@ -376,10 +402,12 @@ def test_deleting_the_modeldeployment_collects_every_child(
         *variant_objects(o),
         *router_objects(o),
         build_http_route(o.name, o.namespace, o.uid, o.spec, weights, GATEWAY),
+        build_grpc_route(o.name, o.namespace, o.uid, o.spec, weights, GATEWAY),
     ]
     for obj in children:
         o.apply(obj)
-    kinds = "deployments,services,configmaps,serviceaccounts,roles,rolebindings,httproutes"
+    kinds = ("deployments,services,configmaps,serviceaccounts,roles,rolebindings,httproutes,"
+             "grpcroutes")
     selector = "app.kubernetes.io/managed-by=mlops-operator"
     assert len(o.get(kinds, selector=selector)) == len(children)
     assert Backend("champion") in weights

@@ -116,3 +116,31 @@ def test_every_model_server_service_of_the_children_has_a_grpc_port(router: str)
         names = set(ports_by_name(c["spec"], "port"))
         to_servers = c["spec"]["selector"].get("app.kubernetes.io/component") == "model-server"
         assert names == ({"http", "grpc"} if to_servers else {"http"}), c["metadata"]["name"]
+
+
+GRPC_GATEWAY = [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public",
+                 "sectionName": "grpc"}]
+
+
+@pytest.mark.parametrize("router", ["builtin", "gateway-api", "service"])
+def test_a_grpcroute_only_in_gateway_api_mode_with_grpc_gateways(router: str) -> None:
+    s = spec(router=router)
+
+    def grpc_routes(**refs: Any) -> list[dict[str, Any]]:
+        children = build_children("iris", "ml", "uid", s, {"champion": "3"},
+                                  ("champion", "4", 10), tracking_uri="http://mlflow:5000",
+                                  default_image="img:1", **refs)
+        return [c for c in children if c["kind"] == "GRPCRoute"]
+
+    assert grpc_routes() == []  # no Gateways named for gRPC: none
+    routes = grpc_routes(grpc_parent_refs=GRPC_GATEWAY)
+    if router != "gateway-api":
+        assert routes == []
+        return
+    (route,) = routes
+    assert route["metadata"]["name"] == "iris" and route["spec"]["parentRefs"] == GRPC_GATEWAY
+    (rule,) = route["spec"]["rules"]
+    assert "matches" not in rule  # every service and method
+    # the canary's step applies to its variant's share, as in the HTTPRoute
+    assert {(b["name"], b["port"], b["weight"]) for b in rule["backendRefs"]} == {
+        ("iris-champion", GRPC_PORT, 90), ("iris-champion-canary", GRPC_PORT, 10)}
