@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, Literal, NamedTuple
 
 from ..api import ModelDeploymentSpec
 from ..api.modeldeployment import GRPC_PORT
@@ -199,9 +200,24 @@ def _weighted_rule(md_name: str, spec: ModelDeploymentSpec, weights: Mapping[Bac
     return rule
 
 
-def _route(kind: str, md_name: str, namespace: str, uid: str, spec: ModelDeploymentSpec,
-           rule: dict[str, Any], parent_refs: Sequence[Mapping[str, Any]],
-           hostnames: Sequence[str]) -> dict[str, Any]:
+def build_route(
+    kind: Literal["HTTPRoute", "GRPCRoute"],
+    md_name: str,
+    namespace: str,
+    uid: str,
+    spec: ModelDeploymentSpec,
+    weights: Mapping[Backend, int],
+    parent_refs: Sequence[Mapping[str, Any]],
+    hostnames: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The route ``<md>`` of ``kind`` with the split of :func:`_weighted_rule`: an
+    ``HTTPRoute`` sends every request (path prefix ``/``) to the backends' Services on the HTTP
+    port; a ``GRPCRoute`` every call to their ``grpc`` port."""
+    if kind == "HTTPRoute":
+        rule = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                **_weighted_rule(md_name, spec, weights, spec.runtime.port)}
+    else:
+        rule = _weighted_rule(md_name, spec, weights, GRPC_PORT)
     route_spec: dict[str, Any] = {"parentRefs": [dict(r) for r in parent_refs], "rules": [rule]}
     if hostnames:
         route_spec["hostnames"] = list(hostnames)
@@ -215,35 +231,8 @@ def _route(kind: str, md_name: str, namespace: str, uid: str, spec: ModelDeploym
     }
 
 
-def build_http_route(
-    md_name: str,
-    namespace: str,
-    uid: str,
-    spec: ModelDeploymentSpec,
-    weights: Mapping[Backend, int],
-    parent_refs: Sequence[Mapping[str, Any]],
-    hostnames: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The ``HTTPRoute`` ``<md>``: every request (path prefix ``/``) to the backends' Services
-    on the HTTP port, weighted (see :func:`_weighted_rule`)."""
-    rule = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-            **_weighted_rule(md_name, spec, weights, spec.runtime.port)}
-    return _route("HTTPRoute", md_name, namespace, uid, spec, rule, parent_refs, hostnames)
-
-
-def build_grpc_route(
-    md_name: str,
-    namespace: str,
-    uid: str,
-    spec: ModelDeploymentSpec,
-    weights: Mapping[Backend, int],
-    parent_refs: Sequence[Mapping[str, Any]],
-    hostnames: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The ``GRPCRoute`` ``<md>``: every call to the backends' Services on the ``grpc`` port,
-    with the HTTPRoute's split (a canary's step included) and mirror."""
-    rule = _weighted_rule(md_name, spec, weights, GRPC_PORT)
-    return _route("GRPCRoute", md_name, namespace, uid, spec, rule, parent_refs, hostnames)
+build_http_route = partial(build_route, "HTTPRoute")
+build_grpc_route = partial(build_route, "GRPCRoute")
 
 
 # -- service: one Service over every variant ---------------------------------------------------
