@@ -302,9 +302,9 @@ async def test_a_pass_of_a_replica_paused_meanwhile_stops_before_creating_anythi
 
 
 async def test_a_slim_controller_keeps_what_its_passes_read_and_drops_the_rest() -> None:
-    from mlops_operator.handlers.modeldeployment import _slim
+    from mlops_operator.handlers.md_children import slim
 
-    ctl = Controller("Thing", "things", lambda p: None, slim=_slim)
+    ctl = Controller("Thing", "things", lambda p: None, slim=slim)
     await ctl.start(1)
     try:
         dep = job("a-champion", "3")

@@ -7,7 +7,7 @@ import copy
 from types import SimpleNamespace
 from typing import Any
 
-from mlops_operator.handlers.modeldeployment import _fingerprint, _slim, _unchanged
+from mlops_operator.handlers.md_children import _fingerprint, _unchanged, slim
 
 KEY = ("Deployment", "ns", "md-champion")
 
@@ -24,7 +24,7 @@ def deployment(rv: str, generation: int = 1, **status: Any) -> dict[str, Any]:
 
 def unchanged(seen: dict[str, Any] | None, applied: dict[str, Any], digest: str = "d") -> bool:
     p = SimpleNamespace(controller=SimpleNamespace(
-        children_seen={} if seen is None else {KEY: _slim(copy.deepcopy(seen))}))
+        children_seen={} if seen is None else {KEY: slim(copy.deepcopy(seen))}))
     last = ("d", applied["metadata"]["resourceVersion"], _fingerprint(applied))
     return _unchanged(p, KEY, digest, last)  # type: ignore[arg-type]
 

@@ -8,7 +8,8 @@ import pytest
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import ProtocolError
 
-from mlops_operator.handlers.modeldeployment import _problem_reason, _refused
+from mlops_operator.handlers.md_children import _refused
+from mlops_operator.handlers.modeldeployment import _problem_reason
 
 
 def api_error(status: int, message: str = "") -> ApiException:
