@@ -117,6 +117,10 @@ class _Connection(asyncio.Protocol):
 
     def send(self, head: bytes, body: bytes) -> asyncio.Future[UpstreamResponse]:
         assert self.transport is not None
+        if self.closed or self.transport.is_closing():
+            # lost between connect (or reuse) and now, e.g. a pod killed at that moment: nothing
+            # was sent, so the caller may send it elsewhere (uvloop would raise RuntimeError)
+            raise UpstreamError("upstream closed the connection before the request was sent")
         self._waiter = asyncio.get_running_loop().create_future()
         self._parser = httptools.HttpResponseParser(self)
         self._headers, self._body, self.received_any = [], [], False
@@ -160,7 +164,8 @@ class UpstreamPool:
             conn = None
             while idle and conn is None:
                 candidate = idle.pop()
-                conn = None if candidate.closed else candidate
+                alive = not candidate.closed and candidate.transport is not None
+                conn = candidate if alive and not candidate.transport.is_closing() else None
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(host, port)
