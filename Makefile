@@ -15,16 +15,25 @@ MLOPS_CACHE_DIR ?= $(HOME)/.cache/mlops-operator
 ACTIONLINT := $(MLOPS_CACHE_DIR)/actionlint/$(ACTIONLINT_VERSION)/actionlint
 CHART := charts/mlops-operator
 
-.PHONY: install binaries helm actionlint argocd-health tools crds crds-check lint test test-install test-unit test-integration demo demo-down bench clean
+.PHONY: install constraints binaries helm actionlint argocd-health tools crds crds-check lint test test-install test-unit test-integration demo demo-down bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# the project, editable, with every extra
-$(VENV)/.installed: pyproject.toml localstack/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ./localstack -e '.[runtime,dev,dvc]'
+# the project, editable, with every extra, at the versions of constraints.txt
+$(VENV)/.installed: pyproject.toml localstack/pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e ./localstack -e '.[runtime,dev,dvc]'
 	touch $@
+
+# re-resolve every dependency afresh (newest releases) in a scratch venv and pin them; run the
+# tests before committing the new constraints.txt
+constraints:
+	rm -rf $(VENV)-constraints && $(PY) -m venv $(VENV)-constraints
+	$(VENV)-constraints/bin/pip install -q --upgrade pip
+	$(VENV)-constraints/bin/pip install -q -e ./localstack -e '.[runtime,dev,dvc]'
+	{ sed -n '/^#/p' constraints.txt; $(VENV)-constraints/bin/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf $(VENV)-constraints
 
 install: $(VENV)/.installed
 

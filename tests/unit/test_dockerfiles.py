@@ -77,6 +77,19 @@ def test_install_recipe_matches_the_fresh_venv_test() -> None:
     build = "\n".join(_stages()[0])
     assert "pip wheel --no-deps --wheel-dir /wheels ." in build
     assert '[runtime]"' in build
+    assert "pip install -c constraints.txt " in build
+
+
+@BOTH
+def test_dependencies_install_at_the_pinned_versions(dockerfile: Path) -> None:
+    """The image gets the versions the tests passed with: constraints.txt is in the build
+    context of the stage that installs, and every pip install there uses it."""
+    build = _stages(dockerfile)[0]
+    copies = [line for line in build if line.startswith("COPY ") and "constraints.txt" in line]
+    installs = [line for line in build if " pip install " in f" {line} "
+                or "/pip install" in line]  # fmt: skip
+    assert copies, "constraints.txt is not copied into the build stage"
+    assert installs and all("-c constraints.txt" in line for line in installs), installs
 
 
 @pytest.mark.slow
@@ -91,7 +104,8 @@ def test_entrypoint_runs_from_a_fresh_venv(tmp_path: Path) -> None:
     subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(REPO)],
                    check=True, timeout=600)  # fmt: skip
     [wheel] = wheels.glob("mlops_operator-*.whl")
-    subprocess.run([*pip, "install", f"{wheel}[runtime]"], check=True, timeout=1200)
+    subprocess.run([*pip, "install", "-c", str(REPO / "constraints.txt"), f"{wheel}[runtime]"],
+                   check=True, timeout=1200)  # fmt: skip
     cli = venv / "bin" / "mlops-runtime"
     out = subprocess.run([str(cli), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "serve" in out.stdout and "router" in out.stdout
