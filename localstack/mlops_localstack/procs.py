@@ -1,18 +1,21 @@
 """Managed child processes of the local stack.
 
 Every component (etcd, kube-apiserver, MLflow, Prometheus, ...) runs as a child process in its
-own process group, with its output in a log file, and is asked to die with its parent
-(``PR_SET_PDEATHSIG``) so a crashed test run or a killed supervisor never leaves processes behind.
+own process group, with its output in a log file. Its whole group dies with this process, however
+this process dies (a crashed test run, a killed supervisor): the :class:`GroupReaper` does that,
+for the component's own children too (MLflow's uvicorn and job runners), and whatever thread
+started it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +24,6 @@ from typing import Any, Self
 
 import httpx
 
-_PR_SET_PDEATHSIG = 1
 # The stack forks its children from a process that may also speak gRPC (the node's gRPC
 # probes): with gRPC's fork handlers on, a fork while its threads are busy crashed the child
 # before exec ("skipping fork() handlers", then SIGSEGV). The children exec at once and never
@@ -65,12 +67,93 @@ class Component:
         self.stop()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+# The reaper: reads "+pgid starttime" / "-pgid" lines on stdin; at EOF, which comes when every
+# copy of the pipe's write end is closed (this process gone, however it died), it SIGKILLs each
+# group still listed. A group whose leader's pid now belongs to another process (pid_max may be
+# 32768: pids come round) is left alone.
+_REAPER = r"""
+import os, signal, sys
+for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_IGN)
+groups = {}
+for line in sys.stdin:
+    op, _, rest = line.strip().partition(" ")
+    if op.startswith("+"):
+        groups[int(op[1:])] = rest
+    elif op.startswith("-"):
+        groups.pop(int(op[1:]), None)
+for pgid, started in groups.items():
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        with open(f"/proc/{pgid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[19] != started:
+                continue
+    except (OSError, IndexError):
+        pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
+"""
+
+
+def _start_time(pid: int) -> str:
+    """The kernel's start time of ``pid`` (clock ticks since boot; "" when unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+class GroupReaper:
+    """Kills the process groups of this process's components when this process dies.
+
+    ``PR_SET_PDEATHSIG`` is not enough: it reaches only the direct child (a component's own
+    children are orphaned and run on: MLflow's servers held ~0.5-1 GB each), and it fires when
+    the *thread* that started the child ends, not the process. One small watchdog process per
+    process holds the read end of a pipe instead; its write end closes only when this process is
+    gone.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._owner = 0
+
+    def _reaper(self) -> subprocess.Popen[str] | None:
+        if self._proc is None or self._owner != os.getpid() or self._proc.poll() is not None:
+            # first use, a forked copy of this object, or the reaper was killed: a new one
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _REAPER], stdin=subprocess.PIPE, text=True,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+            self._owner = os.getpid()
+        return self._proc
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            reaper = self._reaper()
+            if reaper is None or reaper.stdin is None:  # pragma: no cover
+                return
+            with contextlib.suppress(OSError):  # the reaper was killed: best effort
+                reaper.stdin.write(line + "\n")
+                reaper.stdin.flush()
+
+    def watch(self, pgid: int) -> None:
+        """Kill group ``pgid`` if this process dies before :meth:`forget`."""
+        self._send(f"+{pgid} {_start_time(pgid)}")
+
+    def forget(self, pgid: int) -> None:
+        """The group was stopped: nothing to kill any more (its pid may be reused)."""
+        self._send(f"-{pgid}")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._owner == os.getpid() else None
+
+
+#: The process-wide reaper of the components' process groups.
+REAPER = GroupReaper()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -123,6 +206,7 @@ class ManagedProcess:
     log_path: Path
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    #: the process group is killed when this process dies (:data:`REAPER`)
     die_with_parent: bool = True
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
@@ -137,13 +221,14 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 cwd=self.cwd,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                start_new_session=True,  # no preexec_fn: a vfork, safe in a gRPC process
             )
         except FileNotFoundError as exc:
             raise LocalStackError(f"{self.name}: cannot execute {self.argv[0]}: {exc}") from exc
         finally:
             log.close()
+        if self.die_with_parent:
+            REAPER.watch(self.proc.pid)
         return self
 
     @property
@@ -201,6 +286,8 @@ class ManagedProcess:
         # children that outlived the leader in the same group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.die_with_parent:
+            REAPER.forget(self.proc.pid)
 
     def kill(self) -> None:
         """SIGKILL the process group at once (a crash, for the chaos tests); ``start()`` again
@@ -210,6 +297,8 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
+        if self.die_with_parent:
+            REAPER.forget(self.proc.pid)
 
 
 @dataclass

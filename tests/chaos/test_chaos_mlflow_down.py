@@ -48,8 +48,8 @@ def test_mlflow_down_nothing_lost_nothing_doubled_everything_converges(
     run_ids = {n: kube.tr_status(n)["mlflowRunId"] for n in early}
 
     mlflow = chaos_stack.mlflow
-    # every step in this thread: a child started from a short-lived thread would get the
-    # parent-death signal when that thread ends (PR_SET_PDEATHSIG follows the thread)
+    # every step in this thread (components started from a short-lived thread used to get the
+    # parent-death signal when it ended; procs.GroupReaper follows the process now)
     mlflow.halt(kill=True)
     went_down = time.monotonic()
     kube.apply_all([training_run(n, model, chaos_namespace, seed=BEFORE + i)

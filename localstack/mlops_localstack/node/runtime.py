@@ -2,7 +2,9 @@
 
 A container is a local process in its own session/process group (so the whole tree can be
 signalled), with stdout and stderr appended to one log file, that dies with the thread that
-started it (``PR_SET_PDEATHSIG``) so a crashed node never leaves processes behind.
+started it (``PR_SET_PDEATHSIG``) so a crashed node never leaves processes behind; its whole
+group dies with the node's process (:data:`mlops_localstack.procs.REAPER`), its own children
+included.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from ..procs import REAPER
 
 JSON = dict[str, Any]
 
@@ -165,6 +169,7 @@ def spawn(
             close_fds=True,
             preexec_fn=_child_setup,  # noqa: PLW1509
         )
+    REAPER.watch(proc.pid)
     return proc, offset
 
 
@@ -182,6 +187,7 @@ def kill_gracefully(proc: subprocess.Popen[bytes], grace: float) -> int:
             proc.wait(timeout=max(0.0, grace))
     # whatever is left of the group (children that ignored SIGTERM) goes too
     signal_group(proc, signal.SIGKILL)
+    REAPER.forget(proc.pid)
     try:
         return proc.wait(timeout=5)
     except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
