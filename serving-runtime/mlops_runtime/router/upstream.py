@@ -117,13 +117,14 @@ class _Connection(asyncio.Protocol):
 
     def send(self, head: bytes, body: bytes) -> asyncio.Future[UpstreamResponse]:
         assert self.transport is not None
+        self._headers, self._body, self.received_any = [], [], False
         if self.closed or self.transport.is_closing():
             # lost between connect (or reuse) and now, e.g. a pod killed at that moment: nothing
-            # was sent, so the caller may send it elsewhere (uvloop would raise RuntimeError)
+            # was sent (received_any is False), so the request may go elsewhere (uvloop would
+            # raise RuntimeError)
             raise UpstreamError("upstream closed the connection before the request was sent")
         self._waiter = asyncio.get_running_loop().create_future()
         self._parser = httptools.HttpResponseParser(self)
-        self._headers, self._body, self.received_any = [], [], False
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self.transport.write(body)

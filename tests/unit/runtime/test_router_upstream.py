@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import uvloop
 
-from mlops_runtime.router.upstream import UpstreamPool, UpstreamUnreached
+from mlops_runtime.router.upstream import UpstreamError, UpstreamPool, UpstreamUnreached
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
@@ -85,6 +85,27 @@ def test_a_connection_lost_before_the_request_is_written_is_unreached_not_a_cras
         pool._connect = connect_then_lose  # type: ignore[method-assign]
         with pytest.raises(UpstreamUnreached):
             await pool.request("127.0.0.1", port, "POST", "/x", [], b"{}")
+        await pool.close()
+
+    run(scenario)
+
+
+def test_a_used_connection_lost_before_the_write_says_nothing_came_back() -> None:
+    """send() on a connection that already answered once and is now lost raises UpstreamError
+    with ``received_any`` False: the pool's retry (reused) or unreached (fresh) decision reads
+    it, so a stale flag from the previous answer would make this a 502."""
+
+    async def scenario(port: int, accepted: list[asyncio.Transport]) -> None:
+        pool = UpstreamPool(timeout_s=5)
+        await pool.request("127.0.0.1", port, "POST", "/x", [], b"{}")
+        (conn,) = pool._idle[("127.0.0.1", port)]
+        assert conn.received_any and conn.transport is not None
+        conn.transport.abort()
+        while not conn.closed:
+            await asyncio.sleep(0)
+        with pytest.raises(UpstreamError, match="before the request was sent"):
+            conn.send(b"POST /x HTTP/1.1\r\n\r\n", b"")
+        assert not conn.received_any
         await pool.close()
 
     run(scenario)
