@@ -32,7 +32,7 @@ def _logging(log_level: str) -> None:
 
 
 def _config(app: Any, host: str, port: int, log_level: str, graceful_shutdown_s: float,
-            **extra: Any) -> uvicorn.Config:  # fmt: skip
+            keep_alive_s: float, **extra: Any) -> uvicorn.Config:  # fmt: skip
     return uvicorn.Config(
         app,
         host=host,
@@ -40,6 +40,7 @@ def _config(app: Any, host: str, port: int, log_level: str, graceful_shutdown_s:
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=graceful_shutdown_s,
+        timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type] - call_later takes a float
         **{**uvicorn_speedups(), **extra},
     )
 
@@ -59,11 +60,13 @@ def _infer_protocol(plane: DataPlane, limit: int) -> Any:
 
 
 def run_asgi(
-    app: Any, host: str, port: int, log_level: str, graceful_shutdown_s: float, **extra: Any
-) -> None:
+    app: Any, host: str, port: int, log_level: str, graceful_shutdown_s: float,
+    keep_alive_s: float, **extra: Any,
+) -> None:  # fmt: skip
     """Serve ``app`` under uvicorn until SIGTERM/SIGINT, draining in-flight requests."""
     _logging(log_level)
-    uvicorn.Server(_config(app, host, port, log_level, graceful_shutdown_s, **extra)).run()
+    uvicorn.Server(_config(app, host, port, log_level, graceful_shutdown_s, keep_alive_s,
+                           **extra)).run()  # fmt: skip
 
 
 class ModelServer:
@@ -86,7 +89,8 @@ class ModelServer:
                 extra["http"] = protocol
         self.http = uvicorn.Server(_config(asgi, settings.host, settings.port,
                                            settings.log_level, settings.graceful_shutdown_s,
-                                           proxy_headers=False, **extra))  # fmt: skip
+                                           settings.keep_alive_s, proxy_headers=False,
+                                           **extra))  # fmt: skip
         self.grpc: Any = None
 
     @property

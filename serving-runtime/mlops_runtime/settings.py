@@ -53,6 +53,13 @@ class RuntimeSettings(BaseSettings):
     )
     drift_window: int = Field(default=1000, ge=10, description="rows in the drift sliding window")
     graceful_shutdown_s: float = Field(default=30.0, ge=0.0)
+    keep_alive_s: float = Field(
+        default=75.0, gt=0.0,
+        description="an idle keep-alive connection is closed after this long; keep it above the "
+        "idle timeout of whatever sends traffic here (the router reuses a connection for at most "
+        "60 s; uvicorn's own default, 5 s, races clients that reuse a connection just as it "
+        "closes)",
+    )  # fmt: skip
     load_retries: int = Field(default=3, ge=1, description="attempts to load the model")
 
     @model_validator(mode="after")

@@ -90,7 +90,8 @@ class Router:
         self.source = source or ConfigSource(settings, self.namespace)
         self.discovery = discovery or EndpointSliceDiscovery(pod_fallback=settings.pod_fallback)
         self.metrics = RouterMetrics()
-        self.pool = UpstreamPool(timeout_s=settings.upstream_timeout_s)
+        self.pool = UpstreamPool(timeout_s=settings.upstream_timeout_s,
+                                 idle_s=settings.upstream_idle_s)  # fmt: skip
         self.state: RouterState | None = None
         self.mirror_in_flight = 0
         self._rediscovery: asyncio.Future[None] | None = None

@@ -39,3 +39,14 @@ class RouterSettings(BaseSettings):
         default=64, ge=1, description="mirror copies beyond are dropped"
     )
     graceful_shutdown_s: float = Field(default=30.0, ge=0)
+    keep_alive_s: float = Field(
+        default=75.0, gt=0,
+        description="an idle client connection is closed after this long (keep it above the idle "
+        "timeout of the gateway or load balancer in front)",
+    )  # fmt: skip
+    upstream_idle_s: float = Field(
+        default=60.0, ge=0,
+        description="a pooled connection to a model server idle this long is not reused (below "
+        "the servers' keep-alive, 75 s by default, so the router never reuses a connection the "
+        "server is closing)",
+    )  # fmt: skip

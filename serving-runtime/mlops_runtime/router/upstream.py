@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -72,6 +73,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._status = 0
         self.keep_alive = True
+        self.idle_since = 0.0  # monotonic time it went back to the pool
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,9 +136,13 @@ class _Connection(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections to ``host:port`` endpoints, reused across requests."""
 
-    def __init__(self, timeout_s: float = 30.0, max_idle_per_endpoint: int = 256) -> None:
+    def __init__(self, timeout_s: float = 30.0, max_idle_per_endpoint: int = 256,
+                 idle_s: float = 60.0) -> None:  # fmt: skip
         self.timeout_s = timeout_s
         self.max_idle = max_idle_per_endpoint
+        #: a connection idle this long is closed instead of reused: below the servers' keep-alive
+        #: (75 s for mlops-runtime), so a request never races the server closing it
+        self.idle_s = idle_s
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
 
     async def _connect(self, host: str, port: int) -> _Connection:
@@ -163,10 +169,20 @@ class UpstreamPool:
         idle = self._idle.setdefault((host, port), deque())
         for attempt in range(2):
             conn = None
+            fresh_after = time.monotonic() - self.idle_s
             while idle and conn is None:
                 candidate = idle.pop()
-                alive = not candidate.closed and candidate.transport is not None
-                conn = candidate if alive and not candidate.transport.is_closing() else None
+                transport = candidate.transport
+                if candidate.closed or transport is None or transport.is_closing():
+                    continue
+                if candidate.idle_since <= fresh_after:
+                    # the most recently idle one is too old: so is every one below it
+                    for stale in (candidate, *idle):
+                        if stale.transport is not None:
+                            stale.transport.close()
+                    idle.clear()
+                    break
+                conn = candidate
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(host, port)
@@ -182,6 +198,7 @@ class UpstreamPool:
                     raise UpstreamUnreached(str(exc)) from exc
                 raise
             if conn.keep_alive and not conn.closed and len(idle) < self.max_idle:
+                conn.idle_since = time.monotonic()
                 idle.append(conn)
             elif conn.transport is not None:
                 conn.transport.close()

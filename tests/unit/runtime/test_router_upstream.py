@@ -109,3 +109,21 @@ def test_a_used_connection_lost_before_the_write_says_nothing_came_back() -> Non
         await pool.close()
 
     run(scenario)
+
+
+@pytest.mark.parametrize(("idle_s", "connections"), [(3600.0, 1), (0.0, 3)],
+                         ids=["reused", "idle-too-long"])  # fmt: skip
+def test_a_connection_idle_longer_than_idle_s_is_not_reused(idle_s: float, connections: int) -> None:
+    """The pool closes connections idle for ``idle_s`` (60 s in the router) rather than reusing
+    them: below the model server's keep-alive, it never writes into a connection the server is
+    closing (a reset: the request lost)."""
+
+    async def scenario(port: int, accepted: list[asyncio.Transport]) -> None:
+        pool = UpstreamPool(timeout_s=5, idle_s=idle_s)
+        for _ in range(3):
+            response = await pool.request("127.0.0.1", port, "POST", "/x", [], b"{}")
+            assert response.status == 200
+        assert len(accepted) == connections
+        await pool.close()
+
+    run(scenario)
