@@ -87,6 +87,22 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def _port_held_on_loopback(host: str) -> tuple[int, socket.socket]:
+    """A port free on ``host``, and a socket bound (not listening) to 127.0.0.1 on that port:
+    while it is held no other process can listen there, so a connection to 127.0.0.1 on it is
+    refused unless the server under test took it (CI once saw another worker's server answer)."""
+    for _ in range(50):
+        port = _free_port(host)
+        guard = socket.socket()
+        try:
+            guard.bind(("127.0.0.1", port))
+        except OSError:
+            guard.close()
+            continue
+        return port, guard
+    raise RuntimeError(f"no port free on both {host} and 127.0.0.1")
+
+
 def _check_grpc(address: str, model: str) -> None:
     """The same process answers gRPC on the pod IP: health SERVING, ModelInfer on the pinned
     version."""
@@ -111,7 +127,7 @@ def _check_grpc(address: str, model: str) -> None:
 
 def test_cli_serve_binds_the_pod_ip_and_shuts_down_gracefully(registered_iris, tmp_path) -> None:  # noqa: ANN001
     host = "127.0.0.7"  # like a pod IP on the local stack
-    port, grpc_port = _free_port(host), _free_port(host)
+    (port, guard), grpc_port = _port_held_on_loopback(host), _free_port(host)
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered_iris.tracking_uri,
            "MLOPS_RUNTIME_MODEL_URI": f"models:/{registered_iris.name}@champion",
            "MLOPS_RUNTIME_HOST": host, "MLOPS_RUNTIME_PORT": str(port),
@@ -133,12 +149,13 @@ def test_cli_serve_binds_the_pod_ip_and_shuts_down_gracefully(registered_iris, t
             r = http.post(f"/v2/models/{registered_iris.name}/infer", json=ROW)
             assert r.status_code == 200 and r.json()["model_version"] == "2"
         _check_grpc(f"{host}:{grpc_port}", registered_iris.name)
-        with pytest.raises(httpx.TransportError):  # bound to the pod IP only
+        with pytest.raises(httpx.ConnectError):  # bound to the pod IP only (guard: not listening)
             httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
         proc.send_signal(signal.SIGTERM)
         # uvicorn drains, runs the lifespan shutdown, then re-raises the signal it caught
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     finally:
+        guard.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
