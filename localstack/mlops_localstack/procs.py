@@ -120,7 +120,7 @@ class GroupReaper:
         self._proc: subprocess.Popen[str] | None = None
         self._owner = 0
 
-    def _reaper(self) -> subprocess.Popen[str] | None:
+    def _reaper(self) -> subprocess.Popen[str]:
         if self._proc is None or self._owner != os.getpid() or self._proc.poll() is not None:
             # first use, a forked copy of this object, or the reaper was killed: a new one
             self._proc = subprocess.Popen(
@@ -132,12 +132,11 @@ class GroupReaper:
 
     def _send(self, line: str) -> None:
         with self._lock:
-            reaper = self._reaper()
-            if reaper is None or reaper.stdin is None:  # pragma: no cover
-                return
+            stdin = self._reaper().stdin
+            assert stdin is not None  # stdin=PIPE
             with contextlib.suppress(OSError):  # the reaper was killed: best effort
-                reaper.stdin.write(line + "\n")
-                reaper.stdin.flush()
+                stdin.write(line + "\n")
+                stdin.flush()
 
     def watch(self, pgid: int) -> None:
         """Kill group ``pgid`` if this process dies before :meth:`forget`."""
